@@ -1,0 +1,104 @@
+"""What AdamP and SGDP share: argument validation, implementation choice, state precision, parameter checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def check_number(name: str, value: Any, *, low: float = 0.0, high: float | None = None,
+                 high_inclusive: bool = False) -> None:
+    """Raise ``ValueError`` naming the argument unless ``low <= value`` (and ``value <(=) high``)."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"Invalid {name}: a tensor {name} must have exactly one element")
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"Invalid {name}: {value!r}; expected a number")
+    if high is None:
+        if not value >= low:
+            raise ValueError(f"Invalid {name}: {value}; expected a number >= {low}")
+        return
+    ok = low <= value <= high if high_inclusive else low <= value < high
+    if not ok:
+        bracket = "]" if high_inclusive else ")"
+        raise ValueError(f"Invalid {name}: {value}; expected a number in [{low}, {high}{bracket}")
+
+
+def state_dtype(p: Tensor) -> torch.dtype:
+    """Optimizer state is kept in float32 for half-precision params (an eps of 1e-8 is 0 in fp16)."""
+    return torch.float32 if p.dtype in LOW_PRECISION else p.dtype
+
+
+def default_to_foreach(params: list[Tensor]) -> bool:
+    """Same rule as torch.optim (multi-tensor by default on CUDA and other native devices, not on the CPU)."""
+    from torch.optim.optimizer import _default_to_fused_or_foreach
+
+    _, foreach = _default_to_fused_or_foreach(params, differentiable=False, use_fused=False)
+    return bool(foreach)
+
+
+class ProjectedOptimizer(Optimizer):
+    """Base of AdamP and SGDP: collects the params that have grads and checks what they support."""
+
+    _name = "ProjectedOptimizer"
+
+    def __init__(self, params, defaults: dict[str, Any]):
+        if defaults.get("fused") and defaults.get("foreach"):
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("maximize", False)
+            group.setdefault("foreach", None)
+            group.setdefault("fused", None)
+            group.setdefault("nesterov", False)
+            for key, value in self._extra_defaults().items():
+                group.setdefault(key, value)
+
+    def _extra_defaults(self) -> dict[str, Any]:
+        return {}
+
+    def _params_with_grad(self, group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor]]:
+        params, grads = [], []
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError(f"{self._name} does not support sparse gradients")
+            if torch.is_complex(p) or torch.is_complex(p.grad):
+                raise RuntimeError(f"{self._name} does not support complex parameters or gradients")
+            params.append(p)
+            grads.append(p.grad)
+        return params, grads
+
+    def _state_tensor(self, state: dict[str, Any], key: str, p: Tensor) -> Tensor:
+        """The state tensor ``key`` of ``p``, created as zeros or moved to the precision we compute in.
+
+        A state dict saved by the official package holds moments in the param's dtype; torch's
+        ``load_state_dict`` also casts to the param's dtype. Half-precision moments are upcast here, once.
+        """
+        dtype = state_dtype(p)
+        value = state.get(key)
+        if value is None:
+            value = torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+            state[key] = value
+        elif value.dtype != dtype or value.device != p.device:
+            value = value.to(device=p.device, dtype=dtype)
+            state[key] = value
+        return value
+
+    def _implementation(self, group: dict[str, Any], params: list[Tensor]) -> str:
+        if group.get("fused"):
+            return "fused"
+        foreach = group.get("foreach")
+        if foreach is None:
+            foreach = default_to_foreach(params)
+        return "foreach" if foreach else "single"

@@ -1,0 +1,59 @@
+"""Helpers of the multi-tensor (foreach) paths: grouping, chunking, half-precision work copies."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+from ._base import LOW_PRECISION
+
+
+def group_by_device_and_dtype(tensor_lists: Sequence[list[Tensor]]) -> list[list[list[Tensor]]]:
+    """Split parallel lists so that each part has one device and one param dtype (foreach needs that)."""
+    buckets: dict[tuple, list[int]] = defaultdict(list)
+    for i, p in enumerate(tensor_lists[0]):
+        buckets[(p.device, p.dtype)].append(i)
+    return [[[lst[i] for i in idx] for lst in tensor_lists] for idx in buckets.values()]
+
+
+def chunks_by_numel(params: list[Tensor]) -> Iterator[list[int]]:
+    """Yield index chunks holding at most half the group's elements each (a tensor larger than that alone).
+
+    The foreach paths allocate two temporaries per tensor (denominator and update); processing half the
+    group at a time keeps the temporary memory of ``step()`` at about one copy of the group's params.
+    """
+    total = sum(p.numel() for p in params)
+    budget = max(total // 2, 1)
+    chunk: list[int] = []
+    size = 0
+    for i, p in enumerate(params):
+        if chunk and size + p.numel() > budget:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(i)
+        size += p.numel()
+    if chunk:
+        yield chunk
+
+
+def work_copies(params: list[Tensor], grads: list[Tensor], maximize: bool) -> tuple[list[Tensor], list[Tensor]]:
+    """float32 working copies of half-precision params/grads (the math runs in fp32) and signed grads."""
+    if params and params[0].dtype in LOW_PRECISION:
+        params = [p.float() for p in params]
+        grads = [g.float() for g in grads]
+        if maximize:
+            torch._foreach_neg_(grads)
+        return params, grads
+    if maximize:
+        grads = torch._foreach_neg(grads)
+    return params, grads
+
+
+def split_by_ndim(indices: list[int], params: list[Tensor]) -> tuple[list[int], list[int]]:
+    """Indices of tensors the projection applies to (ndim >= 2) and the rest."""
+    multi = [i for i in indices if params[i].ndim >= 2]
+    flat = [i for i in indices if params[i].ndim < 2]
+    return multi, flat

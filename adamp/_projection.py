@@ -1,0 +1,108 @@
+"""The scale-invariance test and the projection shared by AdamP and SGDP.
+
+Everything here is computed on the tensors' device and selected with ``torch.where``: no ``.item()``, no
+Python branch on tensor values, so ``step()`` never forces a device-to-host synchronisation and compiles
+without graph breaks. The official package branches on ``cosine_sim.max() < bound`` instead; the values
+computed for the branch it takes are the same.
+
+Definitions (per parameter ``w`` with ``w.ndim >= 2``, gradient ``g``, update direction ``u``):
+
+* channel view: rows ``w.reshape(w.shape[0], -1)``; layer view: one row ``w.reshape(1, -1)``;
+* a view *fires* when ``max_k |cos(g_k, w_k)| < delta / sqrt(row_length)``, with torch's cosine similarity
+  ``x·y / (max(||x||, eps) · max(||y||, eps))``;
+* the channel view is tried first; the layer view only if the channel view did not fire;
+* the fired view projects every row: ``u_k <- u_k - (ŵ_k·u_k) ŵ_k`` with ``ŵ_k = w_k / (||w_k|| + eps)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _expand_shape(p: Tensor) -> tuple[int, ...]:
+    return (-1,) + (1,) * (p.ndim - 1)
+
+
+def _reduce_dims(p: Tensor) -> tuple[int, ...]:
+    return tuple(range(1, p.ndim))
+
+
+def single_tensor_projection(p: Tensor, grad: Tensor, update: Tensor, delta: float, eps: float) -> Tensor:
+    """Project ``update`` in place if ``p`` looks scale-invariant; return the 0-d bool "projected" flag.
+
+    Follows the official computation operation by operation (cosine similarity through
+    ``F.cosine_similarity``, normalised weight ``p / (||p_row|| + eps)``, then ``u -= p_n * sum(p_n * u)``),
+    so in float64 it agrees with the reference to rounding. Both candidate projections are computed and the
+    one that applies is selected on the device.
+    """
+    channels = p.shape[0]
+    w_rows, g_rows = p.reshape(channels, -1), grad.reshape(channels, -1)
+    w_flat, g_flat = p.reshape(1, -1), grad.reshape(1, -1)
+
+    cos_channel = F.cosine_similarity(g_rows, w_rows, dim=1, eps=eps).abs_()
+    channel_fires = cos_channel.max() < delta / math.sqrt(w_rows.shape[1])
+    cos_layer = F.cosine_similarity(g_flat, w_flat, dim=1, eps=eps).abs_()
+    layer_fires = (cos_layer.max() < delta / math.sqrt(w_flat.shape[1])) & ~channel_fires
+
+    expand = _expand_shape(p)
+    zero = update.new_zeros(())
+    p_n = p / w_rows.norm(dim=1).view(expand).add_(eps)
+    coef = (p_n * update).reshape(channels, -1).sum(dim=1).view(expand)
+    update.sub_(p_n * torch.where(channel_fires, coef, zero))
+    p_n = p / w_flat.norm(dim=1).view(expand).add_(eps)
+    coef = (p_n * update).reshape(1, -1).sum(dim=1).view(expand)
+    update.sub_(p_n * torch.where(layer_fires, coef, zero))
+    return channel_fires | layer_fires
+
+
+def multi_tensor_projection(
+    params: list[Tensor], grads: list[Tensor], updates: list[Tensor], delta: float, eps: float
+) -> list[Tensor]:
+    """Project each ``updates[i]`` in place where ``params[i]`` looks scale-invariant; return the flags.
+
+    One pass of per-row reductions per tensor (``g·w``, ``g·g``, ``w·w``, ``w·u``) serves both views: the
+    layer-view sums are the sums of the row sums, so the layer test costs no extra pass over the tensor.
+    Reductions run over the trailing dims of the tensor as laid out, so ``channels_last`` needs no copy.
+    """
+    flags = []
+    for p, g, u in zip(params, grads, updates):
+        dims = _reduce_dims(p)
+        row_len = p[0].numel()
+        gw = torch.sum(g * p, dim=dims)
+        gg = torch.sum(g * g, dim=dims)
+        ww = torch.sum(p * p, dim=dims)
+        wu = torch.sum(p * u, dim=dims)
+
+        cos_channel = gw.abs() / (gg.sqrt().clamp_min(eps) * ww.sqrt().clamp_min(eps))
+        channel_fires = cos_channel.max() < delta / math.sqrt(row_len)
+        gw_l, gg_l, ww_l = gw.sum(), gg.sum(), ww.sum()
+        cos_layer = gw_l.abs() / (gg_l.sqrt().clamp_min(eps) * ww_l.sqrt().clamp_min(eps))
+        layer_fires = (cos_layer < delta / math.sqrt(row_len * p.shape[0])) & ~channel_fires
+
+        # u - (ŵ·u) ŵ with ŵ = w / (||w|| + eps)  ==  u - w * (w·u) / (||w|| + eps)^2
+        coef_channel = wu / (ww.sqrt() + eps).square()
+        coef_layer = wu.sum() / (ww_l.sqrt() + eps).square()
+        coef = torch.where(channel_fires, coef_channel, torch.where(layer_fires, coef_layer, 0.0))
+        u.addcmul_(p, coef.view(_expand_shape(p)), value=-1.0)
+        flags.append(channel_fires | layer_fires)
+    return flags
+
+
+def scale_invariant(weight: Tensor, grad: Tensor, delta: float = 0.1, eps: float = 1e-8) -> Tensor:
+    """Return AdamP/SGDP's scale-invariance decision for one tensor as a 0-d bool tensor (no sync).
+
+    Tensors with fewer than 2 dims are never projected by AdamP/SGDP, so they are never flagged.
+    """
+    if weight.ndim < 2:
+        return torch.zeros((), dtype=torch.bool, device=weight.device)
+    scratch = torch.zeros_like(weight)
+    return multi_tensor_projection([weight.detach()], [grad.detach()], [scratch], delta, eps)[0]
+
+
+def decay_scale(flag: Tensor, like: Tensor, scale_projected: float, scale_plain: float) -> Tensor:
+    """0-d tensor (dtype and device of ``like``) holding the weight-decay factor that applies."""
+    return torch.where(flag, like.new_full((), scale_projected), like.new_full((), scale_plain))

@@ -1,0 +1,214 @@
+"""SGDP: SGD (with momentum) with the radial component of the update removed on scale-invariant weights."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import Tensor
+from torch.optim.optimizer import required
+
+from . import _fused
+from ._base import LOW_PRECISION, ProjectedOptimizer, check_number
+from ._multi_tensor import group_by_device_and_dtype, split_by_ndim, work_copies
+from ._projection import decay_scale, multi_tensor_projection, single_tensor_projection
+
+__all__ = ["SGDP", "sgdp"]
+
+
+class SGDP(ProjectedOptimizer):
+    r"""SGDP (Heo et al., ICLR 2021), numerically identical to the official ``adamp==0.3.0``.
+
+    .. math::
+        \begin{aligned}
+        &b_t = \mu b_{t-1} + (1-\tau) g_t \quad (b_0 = 0), \qquad
+          u_t = \begin{cases} g_t + \mu b_t & \text{nesterov} \\ b_t & \text{otherwise} \end{cases} \\
+        &\text{projection of } u_t \text{ and ratio } r \text{ exactly as in } \mathrm{AdamP} \\
+        &w_{t+1} = w_t \left(1 - \frac{\eta \lambda r}{1-\mu}\right) - \eta u_t
+        \end{aligned}
+
+    with momentum :math:`\mu`, dampening :math:`\tau`, learning rate :math:`\eta`, weight decay
+    :math:`\lambda` (decoupled, multiplied by ``lr`` and divided by :math:`1-\mu`).
+
+    Without Nesterov the official code projects the stored momentum buffer itself (``u_t`` *is*
+    :math:`b_t`), so the next step starts from the projected buffer. That is the default here
+    (``project_buffer=True``). ``project_buffer=False`` keeps the buffer unprojected and projects only the
+    step, as in the paper's Algorithm 1 (and timm / pytorch-optimizer). With ``nesterov=True`` both agree.
+
+    Args:
+        params: iterable of parameters or param-group dicts.
+        lr: learning rate :math:`\eta` (required).
+        momentum: momentum factor :math:`\mu` (default 0).
+        dampening: dampening :math:`\tau`, applied from the first step (default 0).
+        weight_decay: decoupled decay :math:`\lambda` (default 0); needs ``momentum < 1``.
+        nesterov: Nesterov momentum (default False).
+        eps: added to the row norms of the projection and the lower clamp of the cosine similarity's norms
+            (default 1e-8).
+        delta: threshold :math:`\delta` of the scale-invariance test (default 0.1).
+        wd_ratio: factor applied to the decay of tensors that were projected (default 0.1).
+        project_buffer: project the momentum buffer in place (official, default) or not (paper).
+        maximize, foreach, fused: as in :class:`torch.optim.SGD` / :class:`adamp.AdamP`.
+
+    Half-precision params keep the buffer in float32 and are updated with float32 math.
+    """
+
+    _name = "SGDP"
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = required,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        eps: float = 1e-8,
+        delta: float = 0.1,
+        wd_ratio: float = 0.1,
+        *,
+        project_buffer: bool = True,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+    ):
+        if lr is required:
+            raise ValueError("Invalid lr: SGDP requires a learning rate (lr=...)")
+        check_number("lr", lr)
+        check_number("momentum", momentum)
+        check_number("dampening", dampening)
+        check_number("weight_decay", weight_decay)
+        check_number("eps", eps)
+        check_number("delta", delta)
+        check_number("wd_ratio", wd_ratio, high=1.0, high_inclusive=True)
+        if weight_decay > 0 and momentum >= 1:
+            raise ValueError(
+                f"Invalid momentum: {momentum} with weight_decay={weight_decay}; SGDP divides the decay by "
+                "(1 - momentum), so momentum must be < 1 when weight_decay > 0")
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                        nesterov=nesterov, eps=eps, delta=delta, wd_ratio=wd_ratio,
+                        project_buffer=project_buffer, maximize=maximize, foreach=foreach, fused=fused)
+        super().__init__(params, defaults)
+
+    def _extra_defaults(self) -> dict[str, Any]:
+        return {"project_buffer": True}
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None):
+        """Perform one optimisation step; ``closure`` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads = self._params_with_grad(group)
+            if not params:
+                continue
+            bufs = [self._state_tensor(self.state[p], "momentum", p) for p in params]
+            if group["weight_decay"] > 0 and group["momentum"] >= 1:
+                raise ValueError(f"Invalid momentum: {group['momentum']} with weight_decay="
+                                 f"{group['weight_decay']}; momentum must be < 1 when weight_decay > 0")
+            sgdp(params, grads, bufs, impl=self._implementation(group, params), lr=group["lr"],
+                 momentum=group["momentum"], dampening=group["dampening"],
+                 weight_decay=group["weight_decay"], nesterov=group["nesterov"], eps=group["eps"],
+                 delta=group["delta"], wd_ratio=group["wd_ratio"], project_buffer=group["project_buffer"],
+                 maximize=group["maximize"])
+        return loss
+
+
+def sgdp(
+    params: list[Tensor],
+    grads: list[Tensor],
+    momentum_buffers: list[Tensor],
+    *,
+    foreach: bool | None = None,
+    fused: bool | None = None,
+    impl: str | None = None,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    eps: float,
+    delta: float,
+    wd_ratio: float,
+    project_buffer: bool = True,
+    maximize: bool = False,
+) -> None:
+    """Functional SGDP (see :class:`SGDP`): updates ``params`` and ``momentum_buffers`` in place.
+
+    Buffers start as zeros (dampening applies from the first step, as in the official package).
+    """
+    if impl is None:
+        if fused and foreach:
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+        impl = "fused" if fused else "foreach" if foreach else "single"
+    fn = {"single": _single_tensor_sgdp, "foreach": _multi_tensor_sgdp, "fused": _fused_sgdp}[impl]
+    fn(params, grads, momentum_buffers, lr=lr, momentum=momentum, dampening=dampening,
+       weight_decay=weight_decay, nesterov=nesterov, eps=eps, delta=delta, wd_ratio=wd_ratio,
+       project_buffer=project_buffer, maximize=maximize)
+
+
+def _decay_scales(lr, weight_decay, wd_ratio, momentum):
+    return (1 - lr * weight_decay * wd_ratio / (1 - momentum),
+            1 - lr * weight_decay * 1 / (1 - momentum)) if weight_decay > 0 else (1.0, 1.0)
+
+
+def _single_tensor_sgdp(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_decay,
+                        nesterov, eps, delta, wd_ratio, project_buffer, maximize):
+    scale_projected, scale_plain = _decay_scales(lr, weight_decay, wd_ratio, momentum)
+    for p, grad, buf in zip(params, grads, momentum_buffers):
+        low = p.dtype in LOW_PRECISION
+        w = p.float() if low else p
+        grad = grad.float() if low else grad
+        if maximize:
+            grad = -grad
+        buf.mul_(momentum).add_(grad, alpha=1 - dampening)
+        if nesterov:
+            update = grad + momentum * buf
+        else:
+            update = buf if project_buffer else buf.clone()
+
+        if w.ndim > 1:
+            projected = single_tensor_projection(w, grad, update, delta, eps)
+            if weight_decay > 0:
+                w.mul_(decay_scale(projected, w, scale_projected, scale_plain))
+        elif weight_decay > 0:
+            w.mul_(scale_plain)
+        w.add_(update, alpha=-lr)
+        if low:
+            p.copy_(w)
+
+
+def _multi_tensor_sgdp(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_decay,
+                       nesterov, eps, delta, wd_ratio, project_buffer, maximize):
+    scale_projected, scale_plain = _decay_scales(lr, weight_decay, wd_ratio, momentum)
+    for ps, gs, bufs in group_by_device_and_dtype([params, grads, momentum_buffers]):
+        ws, gs = work_copies(ps, gs, maximize)
+        torch._foreach_mul_(bufs, momentum)
+        torch._foreach_add_(bufs, gs, alpha=1 - dampening)
+        if nesterov:
+            updates = torch._foreach_mul(bufs, momentum)
+            updates = torch._foreach_add(gs, updates)
+        else:
+            updates = bufs if project_buffer else torch._foreach_mul(bufs, 1.0)
+
+        multi, flat = split_by_ndim(list(range(len(ws))), ws)
+        if multi:
+            flags = multi_tensor_projection([ws[i] for i in multi], [gs[i] for i in multi],
+                                            [updates[i] for i in multi], delta, eps)
+            if weight_decay > 0:
+                torch._foreach_mul_([ws[i] for i in multi],
+                                    [decay_scale(f, ws[i], scale_projected, scale_plain)
+                                     for f, i in zip(flags, multi)])
+        if flat and weight_decay > 0:
+            torch._foreach_mul_([ws[i] for i in flat], scale_plain)
+        torch._foreach_add_(ws, updates, alpha=-lr)
+        if ws is not ps:
+            torch._foreach_copy_(ps, ws)
+
+
+def _fused_sgdp(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_decay, nesterov, eps,
+                delta, wd_ratio, project_buffer, maximize):
+    _fused.run("sgdp", params, grads, [momentum_buffers], None, lr=lr, momentum=momentum,
+               dampening=dampening, weight_decay=weight_decay, nesterov=nesterov, eps=eps, delta=delta,
+               wd_ratio=wd_ratio, project_buffer=project_buffer, maximize=maximize)
