@@ -103,6 +103,18 @@ def scale_invariant(weight: Tensor, grad: Tensor, delta: float = 0.1, eps: float
     return multi_tensor_projection([weight.detach()], [grad.detach()], [scratch], delta, eps)[0]
 
 
-def decay_scale(flag: Tensor, like: Tensor, scale_projected: float, scale_plain: float) -> Tensor:
+def decay_scale(flag: Tensor, like: Tensor, scale_projected: float | Tensor, scale_plain: float | Tensor) -> Tensor:
     """0-d tensor (dtype and device of ``like``) holding the weight-decay factor that applies."""
-    return torch.where(flag, like.new_full((), scale_projected), like.new_full((), scale_plain))
+    if not isinstance(scale_projected, Tensor):
+        scale_projected = like.new_full((), scale_projected)
+        scale_plain = like.new_full((), scale_plain)
+    return torch.where(flag, scale_projected, scale_plain)
+
+
+def add_scaled_(params: list[Tensor], updates: list[Tensor], alpha: float | Tensor) -> None:
+    """params += alpha * updates, for a Python number or a 0-d tensor ``alpha`` (updates may be scaled)."""
+    if isinstance(alpha, Tensor):
+        torch._foreach_mul_(updates, alpha)
+        torch._foreach_add_(params, updates)
+    else:
+        torch._foreach_add_(params, updates, alpha=alpha)

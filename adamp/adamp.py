@@ -11,7 +11,7 @@ from torch import Tensor
 from . import _fused
 from ._base import LOW_PRECISION, ProjectedOptimizer, check_number
 from ._multi_tensor import chunks_by_numel, group_by_device_and_dtype, split_by_ndim, work_copies
-from ._projection import decay_scale, multi_tensor_projection, single_tensor_projection
+from ._projection import add_scaled_, decay_scale, multi_tensor_projection, single_tensor_projection
 
 __all__ = ["AdamP", "adamp"]
 
@@ -185,54 +185,65 @@ def _single_tensor_adamp(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, l
 
 
 def _multi_tensor_adamp(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, lr, beta1, beta2, eps,
-                        weight_decay, delta, wd_ratio, nesterov, maximize):
-    scale_projected = 1 - lr * weight_decay * wd_ratio
-    scale_plain = 1 - lr * weight_decay * 1
-    steps_by_id = {id(p): s for p, s in zip(params, state_steps)}
-    for ps, gs, ms, vs in group_by_device_and_dtype([params, grads, exp_avgs, exp_avg_sqs]):
-        ws, gs = work_copies(ps, gs, maximize)
-        steps = [steps_by_id[id(p)] for p in ps]
+                        weight_decay, delta, wd_ratio, nesterov, maximize, _compiled=False):
+    # Tensors are grouped by device, dtype and step count (normally one group each) and the scalars that
+    # change during training (lr, bias corrections) computed here. The compiled step receives them as 0-d
+    # device tensors, so it neither recompiles when they change nor copies them from the host.
+    by_key: dict[tuple, list[int]] = {}
+    for i, (p, s) in enumerate(zip(params, state_steps)):
+        by_key.setdefault((p.device, p.dtype, int(s)), []).append(i)
+    core = _fused.compiled("adamp", _multi_tensor_adamp_core) if _compiled else _multi_tensor_adamp_core
+    for (device, dtype, step), idx in by_key.items():
+        scalars = dict(step_size=-lr / (1 - beta1**step), sqrt_bc2=math.sqrt(1 - beta2**step),
+                       scale_projected=1 - lr * weight_decay * wd_ratio, scale_plain=1 - lr * weight_decay * 1)
+        if _compiled:
+            scalars = _fused.as_device_scalars(scalars, device, dtype)
+        pick = (lambda lst: [lst[i] for i in idx]) if len(by_key) > 1 else (lambda lst: lst)
+        core(pick(params), pick(grads), pick(exp_avgs), pick(exp_avg_sqs), **scalars, beta1=beta1,
+             beta2=beta2, eps=eps, apply_decay=weight_decay > 0, delta=delta, nesterov=nesterov,
+             maximize=maximize)
 
-        torch._foreach_mul_(ms, beta1)
-        torch._foreach_add_(ms, gs, alpha=1 - beta1)
-        torch._foreach_mul_(vs, beta2)
-        torch._foreach_addcmul_(vs, gs, gs, value=1 - beta2)
 
-        for idx in chunks_by_numel(ws):
-            w, g, m, v = ([lst[i] for i in idx] for lst in (ws, gs, ms, vs))
-            denom = torch._foreach_sqrt(v)
-            torch._foreach_div_(denom, [math.sqrt(1 - beta2 ** steps[i]) for i in idx])
-            torch._foreach_add_(denom, eps)
-            if nesterov:
-                update = torch._foreach_mul(m, beta1)
-                torch._foreach_add_(update, torch._foreach_mul(g, 1 - beta1))
-                torch._foreach_div_(update, denom)
-            else:
-                update = torch._foreach_div(m, denom)
-            del denom
+def _multi_tensor_adamp_core(ps, gs, ms, vs, *, step_size, sqrt_bc2, scale_projected, scale_plain, beta1,
+                             beta2, eps, apply_decay, delta, nesterov, maximize):
+    """One device, one dtype, one step count; scalars are Python numbers or 0-d tensors."""
+    ws, gs = work_copies(ps, gs, maximize)
 
-            multi, flat = split_by_ndim(list(range(len(idx))), w)
-            if multi:
-                flags = multi_tensor_projection([w[i] for i in multi], [g[i] for i in multi],
-                                                [update[i] for i in multi], delta, eps)
-                if weight_decay > 0:
-                    torch._foreach_mul_([w[i] for i in multi],
-                                        [decay_scale(f, w[i], scale_projected, scale_plain)
-                                         for f, i in zip(flags, multi)])
-            if flat and weight_decay > 0:
-                torch._foreach_mul_([w[i] for i in flat], scale_plain)
-            step_sizes = [-lr / (1 - beta1 ** steps[i]) for i in idx]
-            if len(set(step_sizes)) == 1:
-                torch._foreach_add_(w, update, alpha=step_sizes[0])
-            else:
-                torch._foreach_mul_(update, step_sizes)
-                torch._foreach_add_(w, update)
-        if ws is not ps:
-            torch._foreach_copy_(ps, ws)
+    torch._foreach_mul_(ms, beta1)
+    torch._foreach_add_(ms, gs, alpha=1 - beta1)
+    torch._foreach_mul_(vs, beta2)
+    torch._foreach_addcmul_(vs, gs, gs, value=1 - beta2)
+
+    for idx in chunks_by_numel(ws):
+        w, g, m, v = ([lst[i] for i in idx] for lst in (ws, gs, ms, vs))
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_div_(denom, sqrt_bc2)
+        torch._foreach_add_(denom, eps)
+        if nesterov:
+            update = torch._foreach_mul(m, beta1)
+            torch._foreach_add_(update, torch._foreach_mul(g, 1 - beta1))
+            torch._foreach_div_(update, denom)
+        else:
+            update = torch._foreach_div(m, denom)
+        del denom
+
+        multi, flat = split_by_ndim(list(range(len(idx))), w)
+        if multi:
+            flags = multi_tensor_projection([w[i] for i in multi], [g[i] for i in multi],
+                                            [update[i] for i in multi], delta, eps)
+            if apply_decay:
+                torch._foreach_mul_([w[i] for i in multi],
+                                    [decay_scale(f, w[i], scale_projected, scale_plain) for f, i in zip(flags, multi)])
+        if flat and apply_decay:
+            torch._foreach_mul_([w[i] for i in flat], scale_plain)
+        add_scaled_(w, update, step_size)
+    if ws is not ps:
+        torch._foreach_copy_(ps, ws)
 
 
 def _fused_adamp(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, lr, beta1, beta2, eps,
                  weight_decay, delta, wd_ratio, nesterov, maximize):
-    _fused.run("adamp", params, grads, [exp_avgs, exp_avg_sqs], state_steps, lr=lr, beta1=beta1,
-               beta2=beta2, eps=eps, weight_decay=weight_decay, delta=delta, wd_ratio=wd_ratio,
-               nesterov=nesterov, maximize=maximize)
+    with _fused.recompile_budget():
+        _multi_tensor_adamp(params, grads, exp_avgs, exp_avg_sqs, state_steps, lr=lr, beta1=beta1,
+                            beta2=beta2, eps=eps, weight_decay=weight_decay, delta=delta, wd_ratio=wd_ratio,
+                            nesterov=nesterov, maximize=maximize, _compiled=True)

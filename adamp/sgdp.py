@@ -11,7 +11,7 @@ from torch.optim.optimizer import required
 from . import _fused
 from ._base import LOW_PRECISION, ProjectedOptimizer, check_number
 from ._multi_tensor import group_by_device_and_dtype, split_by_ndim, work_copies
-from ._projection import decay_scale, multi_tensor_projection, single_tensor_projection
+from ._projection import add_scaled_, decay_scale, multi_tensor_projection, single_tensor_projection
 
 __all__ = ["SGDP", "sgdp"]
 
@@ -180,35 +180,49 @@ def _single_tensor_sgdp(params, grads, momentum_buffers, *, lr, momentum, dampen
 
 
 def _multi_tensor_sgdp(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_decay,
-                       nesterov, eps, delta, wd_ratio, project_buffer, maximize):
+                       nesterov, eps, delta, wd_ratio, project_buffer, maximize, _compiled=False):
+    # As in AdamP: per (device, dtype) group, with lr-dependent scalars as 0-d tensors when compiled.
+    core = _fused.compiled("sgdp", _multi_tensor_sgdp_core) if _compiled else _multi_tensor_sgdp_core
     scale_projected, scale_plain = _decay_scales(lr, weight_decay, wd_ratio, momentum)
     for ps, gs, bufs in group_by_device_and_dtype([params, grads, momentum_buffers]):
-        ws, gs = work_copies(ps, gs, maximize)
-        torch._foreach_mul_(bufs, momentum)
-        torch._foreach_add_(bufs, gs, alpha=1 - dampening)
-        if nesterov:
-            updates = torch._foreach_mul(bufs, momentum)
-            updates = torch._foreach_add(gs, updates)
-        else:
-            updates = bufs if project_buffer else torch._foreach_mul(bufs, 1.0)
+        scalars = dict(neg_lr=-lr, scale_projected=scale_projected, scale_plain=scale_plain)
+        if _compiled:
+            scalars = _fused.as_device_scalars(scalars, ps[0].device, ps[0].dtype)
+        core(ps, gs, bufs, **scalars, momentum=momentum, dampening=dampening, apply_decay=weight_decay > 0,
+             nesterov=nesterov, eps=eps, delta=delta, project_buffer=project_buffer, maximize=maximize)
 
-        multi, flat = split_by_ndim(list(range(len(ws))), ws)
-        if multi:
-            flags = multi_tensor_projection([ws[i] for i in multi], [gs[i] for i in multi],
-                                            [updates[i] for i in multi], delta, eps)
-            if weight_decay > 0:
-                torch._foreach_mul_([ws[i] for i in multi],
-                                    [decay_scale(f, ws[i], scale_projected, scale_plain)
-                                     for f, i in zip(flags, multi)])
-        if flat and weight_decay > 0:
-            torch._foreach_mul_([ws[i] for i in flat], scale_plain)
-        torch._foreach_add_(ws, updates, alpha=-lr)
-        if ws is not ps:
-            torch._foreach_copy_(ps, ws)
+
+def _multi_tensor_sgdp_core(ps, gs, bufs, *, neg_lr, scale_projected, scale_plain, momentum, dampening,
+                            apply_decay, nesterov, eps, delta, project_buffer, maximize):
+    ws, gs = work_copies(ps, gs, maximize)
+    torch._foreach_mul_(bufs, momentum)
+    torch._foreach_add_(bufs, gs, alpha=1 - dampening)
+    if nesterov:
+        updates = torch._foreach_mul(bufs, momentum)
+        updates = torch._foreach_add(gs, updates)
+    else:
+        updates = bufs if project_buffer else torch._foreach_mul(bufs, 1.0)
+
+    multi, flat = split_by_ndim(list(range(len(ws))), ws)
+    if multi:
+        flags = multi_tensor_projection([ws[i] for i in multi], [gs[i] for i in multi],
+                                        [updates[i] for i in multi], delta, eps)
+        if apply_decay:
+            torch._foreach_mul_([ws[i] for i in multi],
+                                [decay_scale(f, ws[i], scale_projected, scale_plain) for f, i in zip(flags, multi)])
+    if flat and apply_decay:
+        torch._foreach_mul_([ws[i] for i in flat], scale_plain)
+    if updates is bufs:
+        # the buffer is state: scale a copy of it, not the buffer itself
+        updates = torch._foreach_mul(bufs, 1.0) if isinstance(neg_lr, torch.Tensor) else bufs
+    add_scaled_(ws, updates, neg_lr)
+    if ws is not ps:
+        torch._foreach_copy_(ps, ws)
 
 
 def _fused_sgdp(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_decay, nesterov, eps,
                 delta, wd_ratio, project_buffer, maximize):
-    _fused.run("sgdp", params, grads, [momentum_buffers], None, lr=lr, momentum=momentum,
-               dampening=dampening, weight_decay=weight_decay, nesterov=nesterov, eps=eps, delta=delta,
-               wd_ratio=wd_ratio, project_buffer=project_buffer, maximize=maximize)
+    with _fused.recompile_budget():
+        _multi_tensor_sgdp(params, grads, momentum_buffers, lr=lr, momentum=momentum, dampening=dampening,
+                           weight_decay=weight_decay, nesterov=nesterov, eps=eps, delta=delta,
+                           wd_ratio=wd_ratio, project_buffer=project_buffer, maximize=maximize, _compiled=True)

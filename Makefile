@@ -1,0 +1,109 @@
+# Everything runs inside .venv, created on first use by `make setup` (idempotent).
+# Variables: DATA=<dataset root>  EXECUTOR=local|debug|slurm  PARTITION=<slurm partition>  OUT=<results dir>
+SHELL := /bin/bash
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-done
+EXECUTOR ?= local
+OUT ?= runs
+SLURM_FLAGS := $(if $(PARTITION),--partition $(PARTITION),) $(if $(ACCOUNT),--account $(ACCOUNT),) \
+               $(if $(QOS),--qos $(QOS),) $(if $(TIME),--time $(TIME),) \
+               $(if $(GPUS),--gpus-per-node $(GPUS) --tasks-per-node $(GPUS),)
+RUN := $(PYTHON) -m benchmarks run --executor $(EXECUTOR) $(SLURM_FLAGS)
+export BENCHMARKS_NO_PROGRESS ?= 0
+
+.PHONY: setup demo test parity-report check-data test-fast bench-step bench-engine tables plots report compare \
+        reproduce-toy reproduce-imagenet reproduce-retrieval reproduce-lm reproduce-audio reproduce-all \
+        slurm-up slurm-down clean
+
+setup: $(STAMP)
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PYTHON) || $(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+## The README's main command: the paper's toy problems and the digits multi-optimizer demo, then tables,
+## the comparison against AdamP and a report. Everything lands under $(OUT)/ (git-ignored).
+demo: setup
+	$(RUN) configs/toy/toy2d.yaml --out $(OUT)/toy2d
+	$(RUN) configs/toy/toy3d.yaml --out $(OUT)/toy3d
+	$(PYTHON) scripts/toy_report.py $(OUT)/toy2d $(OUT)/toy3d --out $(OUT)/toy-report --no-animation
+	$(RUN) configs/demo/digits.yaml --out $(OUT)/digits
+	$(PYTHON) -m benchmarks report $(OUT)/digits
+	$(PYTHON) -m benchmarks compare $(OUT)/digits --baseline adamp
+	@echo "toy tables: $(OUT)/toy-report/table.md | digits report: $(OUT)/digits/report.md"
+
+## The README's test command (also what CI runs).
+test: setup
+	OMP_NUM_THREADS=1 BENCHMARKS_NO_PROGRESS=1 $(PYTHON) -m pytest -q -n 2 --timeout 900
+
+test-fast: setup
+	OMP_NUM_THREADS=1 BENCHMARKS_NO_PROGRESS=1 $(PYTHON) -m pytest -q -n 2 -x tests/optim
+
+bench-step: setup
+	$(PYTHON) -m benchmarks.bench_step
+
+parity-report: setup
+	$(PYTHON) scripts/parity_report.py
+
+bench-engine: setup
+	$(PYTHON) scripts/bench_engine.py
+
+tables: setup
+	$(PYTHON) -m benchmarks tables $(OUT)/$(or $(SWEEP),digits)
+
+plots: setup
+	$(PYTHON) -m benchmarks plots $(OUT)/$(or $(SWEEP),digits)
+
+report: setup
+	$(PYTHON) -m benchmarks report $(OUT)/$(or $(SWEEP),digits)
+
+compare: setup
+	$(PYTHON) -m benchmarks compare $(OUT)/$(or $(SWEEP),digits) --baseline $(or $(BASELINE),adamp)
+
+reproduce-toy: setup
+	$(RUN) configs/toy/toy2d.yaml --out $(OUT)/toy2d
+	$(RUN) configs/toy/toy3d.yaml --out $(OUT)/toy3d
+	$(RUN) configs/toy/toy2d_lr_sweep.yaml --out $(OUT)/toy2d_lr_sweep
+	$(PYTHON) scripts/toy_report.py $(OUT)/toy2d $(OUT)/toy3d $(OUT)/toy2d_lr_sweep --out results/toy
+
+check-data:
+	@test -n "$(DATA)" || { echo "error: set DATA=/path/to/dataset (see README: Reproducing the paper)" >&2; exit 2; }
+
+reproduce-imagenet: setup check-data
+	$(RUN) configs/paper/table1_*.yaml configs/paper/table2_*.yaml --set data.root=$(DATA) --out $(OUT)/imagenet
+	$(PYTHON) -m benchmarks tables $(OUT)/imagenet
+
+# DATA holds CUB_200_2011/, cars196/, Stanford_Online_Products/, InShop/; WEIGHTS is torchvision's ImageNet
+# ResNet-50 state dict on local disk (never downloaded).
+WEIGHTS ?= weights/resnet50-0676ba61.pth
+reproduce-retrieval: setup check-data
+	$(RUN) configs/paper/table6_*.yaml --set data.root=$(DATA) --set model.pretrained_path=$(WEIGHTS) --out $(OUT)/retrieval
+	$(PYTHON) -m benchmarks tables $(OUT)/retrieval
+
+# DATA: the folder holding wiki.{train,valid,test}.tokens (or its parent with wikitext-103/).
+reproduce-lm: setup check-data
+	$(RUN) configs/paper/table7_transformer_xl.yaml configs/paper/table7_transformer_xl_wn.yaml \
+	  --set data.root=$(DATA) --out $(OUT)/lm
+	$(PYTHON) -m benchmarks tables $(OUT)/lm
+
+# DATA holds speech_commands_v0.02/, magnatagatune/, dcase2017_task4/ (layouts: benchmarks/data/audio.py).
+reproduce-audio: setup check-data
+	$(RUN) configs/paper/table5_speech_commands.yaml --set data.root=$(DATA)/speech_commands_v0.02 --out $(OUT)/audio
+	$(RUN) configs/paper/table5_magnatagatune.yaml --set data.root=$(DATA)/magnatagatune --out $(OUT)/audio
+	$(RUN) configs/paper/table5_dcase2017.yaml --set data.root=$(DATA)/dcase2017_task4 --out $(OUT)/audio
+	$(PYTHON) -m benchmarks tables $(OUT)/audio
+
+reproduce-all: reproduce-toy reproduce-imagenet reproduce-retrieval reproduce-lm reproduce-audio
+	for d in $(OUT)/imagenet $(OUT)/retrieval $(OUT)/lm $(OUT)/audio; do $(PYTHON) -m benchmarks report $$d; done
+
+slurm-up:
+	bash scripts/slurm_local.sh up
+
+slurm-down:
+	bash scripts/slurm_local.sh down
+
+clean:
+	rm -rf .pytest_cache .hypothesis

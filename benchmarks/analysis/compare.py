@@ -1,0 +1,721 @@
+"""A fair comparison of optimizers on the runs of one results folder.
+
+Everything here is a plain function on the frame returned by ``benchmarks.store.load_results`` (one row per
+run), so it is testable on hand-built frames and usable from a notebook.
+
+Definitions (also printed in the reports):
+
+* **Task group**: runs that differ only in the optimizer and the seed. The key is ``task`` plus every
+  ``data.*``, ``model.*`` and ``train.*`` column that varies between runs of that task, except ``train.seed``
+  and the keys in :data:`NON_SEMANTIC_TRAIN_KEYS` (device, worker counts, logging and checkpoint cadence),
+  which do not change what is computed. ``tags.*`` are labels, never part of the key.
+* **Method**: the optimizer name, plus the ``optimizer.*`` hyper-parameters that vary between runs with that
+  name inside one task group (``adamp[lr=0.01]``); a name used with one setting per group is just the name,
+  so a learning rate tuned per task still compares as one method across tasks.
+* **Primary metric** of a task, in this order: ``--metric``/``--mode``; the columns ``primary_metric`` and
+  ``primary_mode`` (or ``primary_metric.name``/``primary_metric.mode``) if the store writes them; the
+  mapping :data:`PRIMARY_METRICS`, which mirrors ``Task.metrics`` of the registered tasks (a test keeps the
+  two in sync) so that analysis reads the store only and never imports task code; finally, when the frame
+  has exactly one ``metrics.*`` column, that column (direction "min" for names containing loss, perplexity,
+  ppl or error, else "max").
+* **Paired difference**: for each seed that finished (status "done", finite metric) under both the method
+  and the baseline in the same task group, ``method - baseline``. Its mean gets a percentile bootstrap 95%
+  confidence interval (numpy, fixed seed, 10,000 resamples by default). Outcome: a *win* when the whole CI
+  is on the better side of 0 (above for "max" metrics, below for "min"), a *loss* when it is on the worse
+  side, a *tie* when it contains 0, and *inconclusive* with fewer than 2 matched seeds (a one-point bootstrap
+  has zero width and would turn any single difference into a win or a loss).
+* **Performance profile** (Dolan and More, 2002): for problem p (task group) and method s with mean score
+  a_ps over its finished seeds, the ratio is r_ps = a_ps / min_s a_ps for "min" metrics and
+  r_ps = max_s a_ps / a_ps for "max" metrics (so 1 is the best method, and larger is worse); a method with
+  no finished run on p gets r_ps = inf. rho_s(tau) is the fraction of problems with r_ps <= tau. Problems
+  with a score <= 0 (a loss of exactly 0, a negative cosine) have no meaningful ratio and are left out.
+* **Cost**: wall time from ``timing.wall_s``; a run is on a GPU when ``env.device`` names CUDA or a GPU;
+  GPU-hours = wall_s / 3600 x the number of GPUs (``env.num_gpus``, ``env.world_size`` or
+  ``train.world_size`` if present, else 1).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+#: task name -> (primary metric, "max" | "min"); mirrors ``Task.metrics`` (first entry) of each task.
+PRIMARY_METRICS: dict[str, tuple[str, str]] = {
+    "toy2d": ("cosine_similarity", "max"),
+    "toy3d": ("objective", "min"),
+    "classification": ("top1", "max"),
+    "retrieval": ("recall_at_1", "max"),
+    "language_model": ("test_ppl", "min"),
+    "audio": ("val_score", "max"),
+}
+
+#: ``train.*`` keys that do not change what a run computes; ignored when grouping runs into tasks
+NON_SEMANTIC_TRAIN_KEYS = frozenset(
+    {
+        "train.seed",
+        "train.device",
+        "train.num_workers",
+        "train.num_threads",
+        "train.log_every",
+        "train.eval_every",
+        "train.checkpoint_every_steps",
+        "train.checkpoint_every_minutes",
+        "train.diagnostics",
+        "train.deterministic",
+    }
+)
+
+#: statuses whose metrics count
+DONE = "done"
+#: statuses that count as an optimizer's failure (reported beside the comparison, never silently dropped)
+FAILED_STATUSES = ("diverged", "failed")
+
+_DISPLAY_NAMES = {"sgd": "SGD", "sgdp": "SGDP", "adam": "Adam", "adamw": "AdamW", "adamp": "AdamP"}
+
+
+# --------------------------------------------------------------------------------------------------------
+# frame helpers
+# --------------------------------------------------------------------------------------------------------
+def hashable(value: Any) -> Any:
+    """Make a cell usable as a group key: lists/dicts become canonical JSON, NaN/None become None."""
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, sort_keys=True, default=str)
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def filter_where(results: pd.DataFrame, where: Iterable[str] = ()) -> pd.DataFrame:
+    """Keep the runs whose columns equal the given ``KEY=VALUE`` strings (values compared as text).
+
+    ``optimizer.lr=0.001`` matches a float 0.001; ``task=toy2d`` matches the string. Unknown keys raise a
+    ``KeyError`` that lists the columns.
+    """
+    out = results
+    for item in where:
+        key, sep, value = str(item).partition("=")
+        if not sep:
+            raise ValueError(f"--where expects KEY=VALUE (e.g. optimizer.name=adamp), got {item!r}")
+        key = key.strip()
+        if key not in out.columns:
+            raise KeyError(f"--where: no column {key!r} in the results; columns: {', '.join(sorted(out.columns))}")
+        wanted = value.strip()
+        out = out[out[key].map(lambda v, wanted=wanted: _text_equal(v, wanted))]
+    return out
+
+
+def _text_equal(cell: Any, text: str) -> bool:
+    if cell is None or (isinstance(cell, float) and math.isnan(cell)):
+        return text.lower() in {"none", "null", "nan", ""}
+    if isinstance(cell, bool):
+        return str(cell).lower() == text.lower()
+    if isinstance(cell, (int, float, np.integer, np.floating)):
+        try:
+            return float(cell) == float(text)
+        except ValueError:
+            return False
+    return str(cell) == text
+
+
+def canonical_optimizer(name: str) -> str:
+    """Canonical spelling of an optimizer name: ``torch.optim.NAdam`` and ``torch.optim:NAdam`` are the same.
+
+    Registry names are case-insensitive; the last component of an import path keeps its case.
+    """
+    name = str(name).strip()
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        if module == "timm":  # "timm:<name>" names a timm optimizer, not an import path
+            return f"timm:{attr.lower()}"
+        return f"{module}.{attr}"
+    if "." in name:
+        return name
+    return name.lower()
+
+
+def _short_name(name: str) -> str:
+    canon = canonical_optimizer(name)
+    return canon.rsplit(".", 1)[-1].rsplit(":", 1)[-1].lower()
+
+
+def optimizer_mask(results: pd.DataFrame, name: str) -> pd.Series:
+    """Rows whose ``optimizer.name`` is ``name``.
+
+    The exact canonical spelling is tried first (``torch.optim:NAdam`` = ``torch.optim.NAdam``); if nothing
+    matches, the last path component is compared case-insensitively (``NAdam`` finds
+    ``torch.optim:NAdam``) when that identifies exactly one stored name. Raises ``KeyError`` listing the
+    stored names when nothing matches.
+    """
+    if "optimizer.name" not in results.columns:
+        raise KeyError("the results have no `optimizer.name` column (is this a results folder of this suite?)")
+    names = results["optimizer.name"].astype(str)
+    wanted = canonical_optimizer(name)
+    mask = names.map(canonical_optimizer) == wanted
+    if mask.any():
+        return mask
+    short = names.map(_short_name)
+    candidates = sorted(set(names[short == _short_name(name)]))
+    if len(candidates) == 1:
+        return names == candidates[0]
+    stored = ", ".join(sorted(set(names)))
+    if candidates:
+        raise KeyError(f"optimizer {name!r} is ambiguous; it matches {', '.join(candidates)}: spell it out")
+    raise KeyError(f"no runs with optimizer {name!r}; optimizers in these results: {stored or '(none)'}")
+
+
+def display_optimizer(name: str) -> str:
+    """Paper spelling of a registry name (``sgdp`` -> ``SGDP``); other names unchanged."""
+    return _DISPLAY_NAMES.get(str(name).lower(), str(name))
+
+
+def method_labels(results: pd.DataFrame, groups: pd.Series | None = None) -> pd.Series:
+    """One label per run: the optimizer name plus the ``optimizer.*`` settings that vary between runs with
+    that name inside one task group (so a learning rate tuned per task keeps the plain name)."""
+    if results.empty:
+        return pd.Series([], index=results.index, dtype=object)
+    groups = group_labels(results) if groups is None else groups
+    opt_cols = sorted(c for c in results.columns if c.startswith("optimizer.") and c != "optimizer.name")
+    labels = pd.Series(index=results.index, dtype=object)
+    names = results["optimizer.name"].astype(str)
+    for _, idx in names.groupby([groups, names]).groups.items():
+        sub = results.loc[idx]
+        varying = [c for c in opt_cols if sub[c].map(hashable).nunique(dropna=False) > 1]
+        for i in idx:
+            if varying:
+                parts = ",".join(f"{c.split('.', 1)[1]}={_fmt_setting(results.at[i, c])}" for c in varying)
+                labels.at[i] = f"{names.at[i]}[{parts}]"
+            else:
+                labels.at[i] = names.at[i]
+    return labels
+
+
+def _fmt_setting(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(hashable(value))
+
+
+def group_columns(results: pd.DataFrame) -> list[str]:
+    """Setting columns (data/model/train, see module doc) that vary between runs of ``results``."""
+    cols = []
+    for c in sorted(results.columns):
+        if c.startswith(("data.", "model.", "train.")) and c not in NON_SEMANTIC_TRAIN_KEYS:
+            if results[c].map(hashable).nunique(dropna=False) > 1:
+                cols.append(c)
+    return cols
+
+
+def group_labels(results: pd.DataFrame) -> pd.Series:
+    """Task-group label per run: ``task / data.name / model.name`` plus ``[key=value, ...]`` for the other
+    data/model/train settings that vary between runs of the same task."""
+    if results.empty:
+        return pd.Series([], index=results.index, dtype=object)
+    tasks = results["task"].astype(str) if "task" in results.columns else pd.Series("", index=results.index)
+    named = [c for c in ("data.name", "model.name") if c in results.columns]
+    labels = pd.Series(index=results.index, dtype=object)
+    for _, idx in tasks.groupby(tasks).groups.items():
+        sub = results.loc[idx]
+        extra_cols = [c for c in group_columns(sub) if c not in named]
+        for i in idx:
+            parts = [tasks.at[i]] + [
+                str(hashable(results.at[i, c])) for c in named if hashable(results.at[i, c]) is not None
+            ]
+            extra = [f"{c}={_fmt_setting(results.at[i, c])}" for c in extra_cols]
+            text = " / ".join(p for p in parts if p)
+            labels.at[i] = f"{text} [{', '.join(extra)}]" if extra else text
+    return labels
+
+
+def _metric_direction_guess(name: str) -> str:
+    return "min" if re.search(r"loss|perplex|ppl|error|err\b", name, re.I) else "max"
+
+
+def primary_metric(
+    results: pd.DataFrame, task: str | None = None, metric: str | None = None, mode: str | None = None
+) -> tuple[str, str]:
+    """Return ``(metric name without the "metrics." prefix, "max" | "min")`` for the runs of ``task``.
+
+    See the module docstring for the order of the sources. Raises ``KeyError`` naming the metric columns
+    when no source applies.
+    """
+    if mode is not None and mode not in ("max", "min"):
+        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+    rows = results if task is None or "task" not in results.columns else results[results["task"] == task]
+    if metric is not None:
+        metric = metric.removeprefix("metrics.")
+        return metric, mode or _declared_mode(rows, metric) or _metric_direction_guess(metric)
+    for name_col, mode_col in (("primary_metric", "primary_mode"), ("primary_metric.name", "primary_metric.mode")):
+        if name_col in rows.columns and rows[name_col].notna().any():
+            name = str(rows[name_col].dropna().iloc[0])
+            found = rows[mode_col].dropna() if mode_col in rows.columns else pd.Series([], dtype=object)
+            return name, mode or (str(found.iloc[0]) if len(found) else _metric_direction_guess(name))
+    if task is not None and task in PRIMARY_METRICS:
+        name, declared = PRIMARY_METRICS[task]
+        return name, mode or declared
+    metric_cols = [c for c in rows.columns if c.startswith("metrics.") and rows[c].notna().any()]
+    if len(metric_cols) == 1:
+        name = metric_cols[0].removeprefix("metrics.")
+        return name, mode or _metric_direction_guess(name)
+    raise KeyError(
+        f"no primary metric known for task {task!r}: pass --metric NAME (and --mode max|min); "
+        f"metrics in these results: {', '.join(c.removeprefix('metrics.') for c in metric_cols) or '(none)'}"
+    )
+
+
+def _declared_mode(rows: pd.DataFrame, metric: str) -> str | None:
+    for name_col, mode_col in (("primary_metric", "primary_mode"), ("primary_metric.name", "primary_metric.mode")):
+        if name_col in rows.columns and mode_col in rows.columns:
+            hit = rows[rows[name_col] == metric][mode_col].dropna()
+            if len(hit):
+                return str(hit.iloc[0])
+    for name, declared in PRIMARY_METRICS.values():
+        if name == metric:
+            return declared
+    return None
+
+
+def done_runs(results: pd.DataFrame, metric_col: str | None = None) -> pd.DataFrame:
+    """Runs with status "done" (and a finite value of ``metric_col`` when given)."""
+    out = results[results["status"] == DONE] if "status" in results.columns else results
+    if metric_col is not None:
+        if metric_col not in out.columns:
+            return out.iloc[0:0]
+        values = pd.to_numeric(out[metric_col], errors="coerce")
+        out = out[np.isfinite(values.to_numpy(dtype=float))]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------
+# statistics
+# --------------------------------------------------------------------------------------------------------
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray,
+    n_resamples: int = 10_000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean of ``values``.
+
+    Draws ``n_resamples`` resamples with replacement using ``numpy.random.default_rng(seed)`` (one
+    ``integers(0, n, size=(n_resamples, n))`` call, so the result is reproducible and can be recomputed
+    directly), takes each resample's mean and returns the (1-c)/2 and (1+c)/2 quantiles (numpy's default
+    linear interpolation). Fewer than 2 values give ``(nan, nan)``.
+    """
+    x = np.asarray(values, dtype=float)
+    if x.ndim != 1:
+        raise ValueError(f"bootstrap_ci expects a 1-D sample, got shape {x.shape}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("bootstrap_ci got NaN or inf values; drop unfinished runs first")
+    n = x.size
+    if n < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_resamples, n))
+    means = x[idx].mean(axis=1)
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+def outcome(ci_lo: float, ci_hi: float, mode: str, n_pairs: int) -> str:
+    """``win`` / ``tie`` / ``loss`` / ``inconclusive`` for a paired difference (method - baseline)."""
+    if n_pairs < 2 or not (np.isfinite(ci_lo) and np.isfinite(ci_hi)):
+        return "inconclusive"
+    if ci_lo <= 0.0 <= ci_hi:
+        return "tie"
+    better = ci_lo > 0.0 if mode == "max" else ci_hi < 0.0
+    return "win" if better else "loss"
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    """Settings of a comparison, kept together so that reports can print them."""
+
+    baseline: str = "adamp"
+    metric: str | None = None
+    mode: str | None = None
+    n_resamples: int = 10_000
+    confidence: float = 0.95
+    seed: int = 0
+
+
+def paired_comparison(results: pd.DataFrame, settings: CompareSettings | None = None) -> pd.DataFrame:
+    """Paired differences to the baseline per task group and method.
+
+    One row per (task group, method other than the baseline) with columns: ``group``, ``task``, ``method``,
+    ``metric``, ``mode``, ``n_pairs``, ``seeds`` (matched seeds), ``mean_method``, ``mean_baseline`` (over the
+    matched seeds), ``delta`` (mean of method - baseline), ``ci_lo``, ``ci_hi``, ``outcome``,
+    ``failed_method`` / ``failed_baseline`` (diverged or failed runs in the group), ``unmatched`` (finished
+    runs without a partner seed). Groups without baseline runs are left out (they have nothing to pair with).
+    Raises ``KeyError`` when the baseline optimizer has no run at all.
+    """
+    settings = settings or CompareSettings()
+    if results.empty:
+        return pd.DataFrame(columns=_COMPARE_COLUMNS)
+    if "train.seed" not in results.columns:
+        raise KeyError("the results have no `train.seed` column; paired comparison needs seeds")
+    frame = results.copy()
+    frame["_is_base"] = optimizer_mask(frame, settings.baseline)
+    frame["_group"] = group_labels(frame)
+    frame["_method"] = method_labels(frame, frame["_group"])
+    rows: list[dict[str, Any]] = []
+    for group, sub in frame.groupby("_group", sort=True):
+        task = str(sub["task"].iloc[0]) if "task" in sub.columns else None
+        metric, mode = primary_metric(frame, task, settings.metric, settings.mode)
+        col = f"metrics.{metric}"
+        base = sub[sub["_is_base"]]
+        if base.empty:
+            continue
+        if len(set(base["_method"])) > 1:
+            raise ValueError(
+                f"baseline {settings.baseline!r} has several settings in task group {group!r} "
+                f"({', '.join(sorted(set(base['_method'])))}); select one with --where optimizer.<key>=<value>"
+            )
+        base_done = done_runs(base, col)
+        base_by_seed = _per_seed(base_done, col)
+        failed_base = int(base["status"].isin(FAILED_STATUSES).sum()) if "status" in base.columns else 0
+        for method, msub in sub[~sub["_is_base"]].groupby("_method", sort=True):
+            m_done = done_runs(msub, col)
+            m_by_seed = _per_seed(m_done, col)
+            seeds = sorted(set(m_by_seed.index) & set(base_by_seed.index))
+            diffs = np.array([m_by_seed[s] - base_by_seed[s] for s in seeds], dtype=float)
+            lo, hi = bootstrap_ci(diffs, settings.n_resamples, settings.confidence, settings.seed)
+            rows.append(
+                {
+                    "group": group,
+                    "task": task,
+                    "method": method,
+                    "baseline": str(base["_method"].iloc[0]),
+                    "metric": metric,
+                    "mode": mode,
+                    "n_pairs": len(seeds),
+                    "seeds": ",".join(str(_seed_text(s)) for s in seeds),
+                    "mean_method": float(np.mean([m_by_seed[s] for s in seeds])) if seeds else float("nan"),
+                    "mean_baseline": float(np.mean([base_by_seed[s] for s in seeds])) if seeds else float("nan"),
+                    "delta": float(diffs.mean()) if diffs.size else float("nan"),
+                    "ci_lo": lo,
+                    "ci_hi": hi,
+                    "outcome": outcome(lo, hi, mode, len(seeds)),
+                    "failed_method": int(msub["status"].isin(FAILED_STATUSES).sum()) if "status" in msub else 0,
+                    "failed_baseline": failed_base,
+                    "unmatched": int(len(set(m_by_seed.index) ^ set(base_by_seed.index))),
+                }
+            )
+    return pd.DataFrame(rows, columns=_COMPARE_COLUMNS)
+
+
+_COMPARE_COLUMNS = [
+    "group",
+    "task",
+    "method",
+    "baseline",
+    "metric",
+    "mode",
+    "n_pairs",
+    "seeds",
+    "mean_method",
+    "mean_baseline",
+    "delta",
+    "ci_lo",
+    "ci_hi",
+    "outcome",
+    "failed_method",
+    "failed_baseline",
+    "unmatched",
+]
+
+
+def _seed_text(seed: Any) -> Any:
+    return int(seed) if isinstance(seed, (float, np.floating)) and float(seed).is_integer() else seed
+
+
+def _per_seed(runs: pd.DataFrame, col: str) -> pd.Series:
+    """Metric per seed; duplicate runs of one seed (re-runs) are averaged so that each seed counts once."""
+    if runs.empty:
+        return pd.Series(dtype=float)
+    values = pd.to_numeric(runs[col], errors="coerce")
+    return values.groupby(runs["train.seed"].map(_seed_text)).mean()
+
+
+def win_tie_loss(comparison: pd.DataFrame) -> pd.DataFrame:
+    """Count outcomes per method: columns ``method``, ``win``, ``tie``, ``loss``, ``inconclusive``, ``tasks``."""
+    kinds = ["win", "tie", "loss", "inconclusive"]
+    if comparison.empty:
+        return pd.DataFrame(columns=["method", *kinds, "tasks"])
+    counts = comparison.groupby("method")["outcome"].value_counts().unstack(fill_value=0)
+    counts = counts.reindex(columns=kinds, fill_value=0)
+    counts["tasks"] = counts.sum(axis=1)
+    return counts.reset_index().rename_axis(columns=None)
+
+
+def score_matrix(results: pd.DataFrame, settings: CompareSettings | None = None) -> tuple[pd.DataFrame, pd.Series]:
+    """Mean primary metric per (task group x method) over finished runs, and each group's direction.
+
+    Returns ``(scores, modes)``: ``scores`` has task groups as index and methods as columns (NaN when a
+    method has no finished run in a group); ``modes`` maps each group to "max" or "min".
+    """
+    settings = settings or CompareSettings()
+    frame = results.copy()
+    if frame.empty:
+        return pd.DataFrame(), pd.Series(dtype=object)
+    frame["_group"] = group_labels(frame)
+    frame["_method"] = method_labels(frame, frame["_group"])
+    scores: dict[tuple[str, str], float] = {}
+    modes: dict[str, str] = {}
+    for group, sub in frame.groupby("_group", sort=True):
+        task = str(sub["task"].iloc[0]) if "task" in sub.columns else None
+        metric, mode = primary_metric(frame, task, settings.metric, settings.mode)
+        modes[group] = mode
+        col = f"metrics.{metric}"
+        for method in sorted(set(frame["_method"])):
+            done = done_runs(sub[sub["_method"] == method], col)
+            scores[(group, method)] = float(pd.to_numeric(done[col]).mean()) if len(done) else float("nan")
+    table = pd.Series(scores).unstack()
+    return table, pd.Series(modes)
+
+
+def performance_ratios(
+    scores: pd.DataFrame, modes: Mapping[str, str] | pd.Series, on_nonpositive: str = "drop"
+) -> pd.DataFrame:
+    """Dolan-More performance ratios r_ps (>= 1, 1 = best; inf where a method has no score).
+
+    ``scores``: problems x methods. For "min" problems r = a / min(a); for "max" problems r = max(a) / a.
+    Ratios of non-positive scores are meaningless (a loss of 0, a negative cosine): such problems are left
+    out (``on_nonpositive="drop"``, listed in ``ratios.attrs["dropped"]``) or raise ``ValueError``
+    (``"raise"``).
+    """
+    if on_nonpositive not in ("drop", "raise"):
+        raise ValueError(f"on_nonpositive must be 'drop' or 'raise', got {on_nonpositive!r}")
+    ratios = pd.DataFrame(np.inf, index=scores.index, columns=scores.columns)
+    dropped: list[str] = []
+    for problem in scores.index:
+        row = scores.loc[problem].astype(float)
+        finite = row[np.isfinite(row)]
+        if finite.empty:
+            continue
+        if (finite <= 0).any():
+            if on_nonpositive == "raise":
+                bad = finite[finite <= 0].to_dict()
+                raise ValueError(f"performance profile needs positive scores; problem {problem!r} has {bad}")
+            dropped.append(str(problem))
+            continue
+        mode = modes[problem]
+        if mode == "min":
+            r = finite / finite.min()
+        elif mode == "max":
+            r = finite.max() / finite
+        else:
+            raise ValueError(f"mode of problem {problem!r} must be 'max' or 'min', got {mode!r}")
+        ratios.loc[problem, r.index] = r
+    ratios = ratios.drop(index=dropped)
+    ratios.attrs["dropped"] = dropped
+    return ratios
+
+
+def performance_profile(ratios: pd.DataFrame, taus: Sequence[float] | np.ndarray | None = None) -> pd.DataFrame:
+    """rho_s(tau): fraction of problems on which method s is within a factor tau of the best.
+
+    Returns a frame indexed by tau with one column per method. Default taus: 200 points from 1 to 1.05 x the
+    largest finite ratio (at least 1.01), plus every finite ratio so that the steps are exact.
+    """
+    if ratios.empty:
+        return pd.DataFrame()
+    values = ratios.to_numpy(dtype=float)
+    finite = values[np.isfinite(values)]
+    if taus is None:
+        top = max(1.01, float(finite.max()) * 1.05) if finite.size else 1.01
+        taus = np.unique(np.concatenate([np.linspace(1.0, top, 200), finite]))
+    taus = np.asarray(taus, dtype=float)
+    n_problems = len(ratios.index)
+    rho = {m: [(ratios[m].to_numpy(dtype=float) <= t).sum() / n_problems for t in taus] for m in ratios.columns}
+    return pd.DataFrame(rho, index=pd.Index(taus, name="tau"))
+
+
+# --------------------------------------------------------------------------------------------------------
+# cost
+# --------------------------------------------------------------------------------------------------------
+_GPU_PATTERN = re.compile(r"cuda|gpu|nvidia|tesla|\b[ahlv]\d{2,3}\b|rtx|rocm|mps", re.I)
+
+
+def _is_gpu(device: Any) -> bool:
+    return (
+        device is not None
+        and not (isinstance(device, float) and math.isnan(device))
+        and bool(_GPU_PATTERN.search(str(device)))
+    )
+
+
+def _gpu_count(row: pd.Series) -> int:
+    for key in ("env.num_gpus", "env.world_size", "env.gpus", "train.world_size"):
+        if key in row.index:
+            value = pd.to_numeric(pd.Series([row[key]]), errors="coerce").iloc[0]
+            if np.isfinite(value) and value >= 1:
+                return int(value)
+    return 1
+
+
+def run_costs(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: ``run_id``, ``status``, ``device``, ``gpus``, ``wall_s``, ``step_time_s``, ``steps``,
+    ``device_hours`` (wall time x devices) and ``gpu_hours`` (0 for CPU runs)."""
+    rows = []
+    for _, row in results.iterrows():
+        device = row.get("env.device")
+        wall = pd.to_numeric(pd.Series([row.get("timing.wall_s")]), errors="coerce").iloc[0]
+        gpus = _gpu_count(row) if _is_gpu(device) else 0
+        hours = wall / 3600.0 if np.isfinite(wall) else float("nan")
+        rows.append(
+            {
+                "run_id": row.get("run_id"),
+                "status": row.get("status"),
+                "device": device,
+                "gpus": gpus,
+                "wall_s": float(wall) if np.isfinite(wall) else float("nan"),
+                "step_time_s": float(
+                    pd.to_numeric(pd.Series([row.get("timing.step_time_s")]), errors="coerce").iloc[0]
+                ),
+                "steps": pd.to_numeric(pd.Series([row.get("timing.steps")]), errors="coerce").iloc[0],
+                "device_hours": hours * max(gpus, 1),
+                "gpu_hours": hours * gpus,
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=["run_id", "status", "device", "gpus", "wall_s", "step_time_s", "steps", "device_hours", "gpu_hours"],
+    )
+
+
+def cost_summary(results: pd.DataFrame) -> pd.DataFrame:
+    """Cost per task group and method: runs, median step time, mean and total wall time, total GPU-hours."""
+    cols = ["group", "method", "runs", "device", "median_step_time_s", "mean_wall_s", "total_wall_h", "gpu_hours"]
+    if results.empty:
+        return pd.DataFrame(columns=cols)
+    costs = run_costs(results)
+    costs.index = results.index
+    costs["group"] = group_labels(results)
+    costs["method"] = method_labels(results, costs["group"])
+    rows = []
+    for (group, method), sub in costs.groupby(["group", "method"], sort=True):
+        devices = sorted({str(d) for d in sub["device"].dropna()})
+        rows.append(
+            {
+                "group": group,
+                "method": method,
+                "runs": len(sub),
+                "device": ",".join(devices) if devices else "n/a",
+                "median_step_time_s": float(sub["step_time_s"].median()),
+                "mean_wall_s": float(sub["wall_s"].mean()),
+                "total_wall_h": float(sub["wall_s"].sum(min_count=1) / 3600.0),
+                "gpu_hours": float(sub["gpu_hours"].sum(min_count=1)),
+            }
+        )
+    return pd.DataFrame(rows, columns=cols)
+
+
+def estimate_cost(
+    plan: pd.DataFrame, measured: pd.DataFrame, keys: Sequence[str] = ("task", "model.name", "optimizer.name")
+) -> pd.DataFrame:
+    """Estimate the cost of a grid before launching it, from step times measured in another results folder.
+
+    ``plan`` has one row per planned run (or a ``runs`` column with a count) with the ``keys`` columns and
+    either ``steps`` (optimizer steps per run), ``train.max_steps``, or ``train.epochs`` (then steps per
+    epoch come from the measured runs with the same task and data: ``timing.steps / train.epochs``).
+    ``measured`` is a ``load_results`` frame of finished runs with ``timing.step_time_s``.
+
+    Step time: the median over measured runs with the same ``keys``; if none, the median over runs that
+    match all keys but the last one (``source`` says which). Returns the plan with ``step_time_s``,
+    ``steps``, ``est_hours`` (per run x ``runs``), ``source``, and a total row is left to the caller
+    (``frame["est_hours"].sum()``). Rows without any matching measurement get NaN and ``source`` "none".
+    """
+    keys = list(keys)
+    plan = plan.copy()
+    if "runs" not in plan.columns:
+        plan["runs"] = 1
+    missing = [k for k in keys if k not in plan.columns]
+    if missing:
+        raise KeyError(f"the plan lacks the column(s) {missing}; it needs {keys} and steps or train.epochs")
+    done = done_runs(measured)
+    done = done[pd.to_numeric(done.get("timing.step_time_s"), errors="coerce").notna()] if len(done) else done
+    out_rows = []
+    for _, row in plan.iterrows():
+        step_time, source = float("nan"), "none"
+        for depth in range(len(keys), 0, -1):
+            sub_keys = keys[:depth]
+            if not all(k in done.columns for k in sub_keys):
+                continue
+            mask = np.ones(len(done), dtype=bool)
+            for k in sub_keys:
+                mask &= done[k].map(lambda v, want=row[k]: _same(v, want)).to_numpy()
+            hit = done[mask]
+            if len(hit):
+                step_time = float(pd.to_numeric(hit["timing.step_time_s"]).median())
+                source = "+".join(sub_keys) + f" (n={len(hit)})"
+                break
+        steps = _planned_steps(row, done)
+        runs = float(row["runs"])
+        est = step_time * steps * runs / 3600.0 if np.isfinite(step_time) and np.isfinite(steps) else float("nan")
+        out_rows.append({**row.to_dict(), "step_time_s": step_time, "steps": steps, "est_hours": est, "source": source})
+    return pd.DataFrame(out_rows)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if hashable(a) is None and hashable(b) is None:
+        return True
+    if isinstance(a, str) and isinstance(b, str) and ("." in a or ":" in a or "." in b or ":" in b):
+        return canonical_optimizer(a) == canonical_optimizer(b)
+    return hashable(a) == hashable(b)
+
+
+def _planned_steps(row: pd.Series, measured: pd.DataFrame) -> float:
+    for key in ("steps", "train.max_steps"):
+        if key in row.index and pd.notna(row[key]):
+            return float(row[key])
+    if "train.epochs" in row.index and pd.notna(row["train.epochs"]):
+        need = {"timing.steps", "train.epochs"}
+        if need <= set(measured.columns) and len(measured):
+            same = measured
+            for k in ("task", "data.name", "train.batch_size"):
+                if k in row.index and k in measured.columns:
+                    same = same[same[k].map(lambda v, want=row[k]: _same(v, want))]
+            if "train.max_steps" in same.columns:  # runs cut short by max_steps do not show a full epoch
+                same = same[same["train.max_steps"].isna()]
+            per_epoch = pd.to_numeric(same["timing.steps"], errors="coerce") / pd.to_numeric(
+                same["train.epochs"], errors="coerce"
+            )
+            per_epoch = per_epoch[np.isfinite(per_epoch)]
+            if len(per_epoch):
+                return float(per_epoch.median()) * float(row["train.epochs"])
+    return float("nan")
+
+
+__all__ = [
+    "CompareSettings",
+    "PRIMARY_METRICS",
+    "bootstrap_ci",
+    "canonical_optimizer",
+    "cost_summary",
+    "display_optimizer",
+    "done_runs",
+    "estimate_cost",
+    "filter_where",
+    "group_labels",
+    "method_labels",
+    "optimizer_mask",
+    "outcome",
+    "paired_comparison",
+    "performance_profile",
+    "performance_ratios",
+    "primary_metric",
+    "run_costs",
+    "score_matrix",
+    "win_tie_loss",
+]

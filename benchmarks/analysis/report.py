@@ -1,0 +1,299 @@
+"""One Markdown report per results folder: what ran, the tables, the comparison, the figures, the cost.
+
+``build_report(DIR)`` writes ``DIR/tables/*``, ``DIR/figures/*``, ``DIR/compare/vs-<baseline>/*`` and
+``DIR/report.md`` (links are relative, so the folder can be moved or published as it is). Every file is
+written atomically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import compare, plots, tables
+from .paper import PAPER_LABEL, paper_tables
+from .tables import atomic_write_text, markdown_grid
+
+
+def load(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(load_results(DIR), load_history(DIR))`` from ``benchmarks.store``.
+
+    Raises ``FileNotFoundError`` when ``DIR`` is not a folder; the store decides what else is an error.
+    """
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise FileNotFoundError(
+            f"results folder {results_dir} does not exist (expected OUT/ with runs/<run_id>/record.json)"
+        )
+    from benchmarks.store import load_history, load_results  # the only way analysis reads runs
+
+    return load_results(results_dir), load_history(results_dir)
+
+
+# --------------------------------------------------------------------------------------------------------
+# comparison outputs
+# --------------------------------------------------------------------------------------------------------
+@dataclass
+class ComparisonOutput:
+    """Frames and files of one comparison against a baseline."""
+
+    settings: compare.CompareSettings
+    comparison: pd.DataFrame
+    wins: pd.DataFrame
+    ratios: pd.DataFrame
+    profile: pd.DataFrame
+    costs: pd.DataFrame
+    out_dir: Path
+    files: list[Path] = field(default_factory=list)
+    markdown: str = ""
+
+
+def _f(x: Any, digits: int = 3, signed: bool = False) -> str:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return "n/a"
+    if not np.isfinite(v):
+        return "n/a"
+    return f"{v:+.{digits}f}" if signed else f"{v:.{digits}g}" if abs(v) >= 1e4 else f"{v:.{digits}f}"
+
+
+def comparison_markdown(out: ComparisonOutput, figure_prefix: str = "") -> str:
+    """Markdown of a comparison: the rule, the paired differences, wins/ties/losses, profile, cost."""
+    s = out.settings
+    base = s.baseline
+    lines = [
+        f"### Comparison with `{base}`",
+        "",
+        f"Paired differences (method − {base}) of each task's primary metric over matched seeds (finished runs "
+        f"of both); mean with a percentile bootstrap {int(s.confidence * 100)}% CI ({s.n_resamples} resamples, "
+        f"numpy seed {s.seed}). win / loss: the CI lies entirely on the better / worse side of 0 (better = "
+        "higher for max metrics, lower for min metrics); tie: the CI contains 0; inconclusive: fewer than 2 "
+        "matched seeds. failed = diverged or failed runs (method / baseline), not in the pairs.",
+        "",
+    ]
+    if out.comparison.empty:
+        lines.append(f"_No task group has runs of both `{base}` and another optimizer._")
+    else:
+        view = pd.DataFrame(
+            {
+                "task group": out.comparison["group"],
+                "method": out.comparison["method"],
+                "metric": [
+                    f"{m} ({md})" for m, md in zip(out.comparison["metric"], out.comparison["mode"], strict=True)
+                ],
+                "pairs": out.comparison["n_pairs"],
+                "method mean": out.comparison["mean_method"].map(_f),
+                f"{base} mean": out.comparison["mean_baseline"].map(_f),
+                "Δ": out.comparison["delta"].map(lambda v: _f(v, 3, True)),
+                f"{int(s.confidence * 100)}% CI": [
+                    f"[{_f(lo, 3, True)}, {_f(hi, 3, True)}]"
+                    for lo, hi in zip(out.comparison["ci_lo"], out.comparison["ci_hi"], strict=True)
+                ],
+                "outcome": out.comparison["outcome"],
+                "failed": [
+                    f"{a} / {b}"
+                    for a, b in zip(out.comparison["failed_method"], out.comparison["failed_baseline"], strict=True)
+                ],
+            }
+        )
+        lines += [markdown_grid(view), "", "Wins / ties / losses across task groups:", "", markdown_grid(out.wins), ""]
+    for f in out.files:
+        if f.suffix == ".png":
+            lines.append(f"![{f.stem}]({figure_prefix}{f.name})")
+    if not out.ratios.empty or out.ratios.attrs.get("dropped"):
+        lines += [
+            "",
+            "Performance profile (Dolan & Moré): ratio r = best / own for max metrics, own / best for min metrics, "
+            "per task group (inf: no finished run); the curve is the fraction of task groups with r ≤ tau.",
+        ]
+        if out.ratios.attrs.get("dropped"):
+            lines.append(
+                "Left out of the profile (a score ≤ 0 has no ratio): "
+                + ", ".join(f"`{d}`" for d in out.ratios.attrs["dropped"])
+                + "."
+            )
+    if not out.costs.empty:
+        cost_view = out.costs.copy()
+        for c in ("median_step_time_s", "mean_wall_s", "total_wall_h", "gpu_hours"):
+            cost_view[c] = cost_view[c].map(lambda v: _f(v, 4))
+        lines += [
+            "",
+            "Cost per task group and method (wall time from timing.wall_s; GPU-hours = wall time x GPUs "
+            "for runs on a GPU):",
+            "",
+            markdown_grid(cost_view),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_comparison(
+    results: pd.DataFrame,
+    out_dir: Path,
+    settings: compare.CompareSettings | None = None,
+    formats: Sequence[str] = ("png", "pdf"),
+) -> ComparisonOutput:
+    """Compute and write a comparison: ``comparison.csv``, ``wins.csv``, ``costs.csv``,
+    ``performance_ratios.csv``, ``comparison.md``, and the profile and difference figures (PNG + PDF).
+    Raises ``KeyError`` when the baseline has no runs (the message lists the optimizers)."""
+    out_dir = Path(out_dir)
+    settings = settings or compare.CompareSettings()
+    comparison = compare.paired_comparison(results, settings)
+    wins = compare.win_tie_loss(comparison)
+    scores, modes = compare.score_matrix(results, settings)
+    ratios = compare.performance_ratios(scores, modes) if not scores.empty else pd.DataFrame()
+    profile = compare.performance_profile(ratios) if not ratios.empty else pd.DataFrame()
+    costs = compare.cost_summary(results)
+    out = ComparisonOutput(settings, comparison, wins, ratios, profile, costs, out_dir)
+    files = [
+        atomic_write_text(out_dir / "comparison.csv", comparison.to_csv(index=False)),
+        atomic_write_text(out_dir / "wins.csv", wins.to_csv(index=False)),
+        atomic_write_text(out_dir / "costs.csv", costs.to_csv(index=False)),
+        atomic_write_text(out_dir / "run_costs.csv", compare.run_costs(results).to_csv(index=False)),
+    ]
+    if not ratios.empty:
+        files.append(atomic_write_text(out_dir / "performance_ratios.csv", ratios.to_csv()))
+        files += plots.save(
+            plots.profile_figure(profile, f"Performance profile ({len(ratios)} task groups)"), out_dir, formats=formats
+        )
+    if not comparison.empty:
+        files += plots.save(plots.difference_figure(comparison), out_dir, formats=formats)
+    out.files = files
+    out.markdown = comparison_markdown(out)
+    files.append(atomic_write_text(out_dir / "comparison.md", out.markdown))
+    return out
+
+
+def baseline_dir_name(baseline: str) -> str:
+    """Folder name for a comparison against ``baseline`` (import paths made file-name safe)."""
+    return "vs-" + plots.safe_name(compare.canonical_optimizer(baseline))
+
+
+# --------------------------------------------------------------------------------------------------------
+# the report
+# --------------------------------------------------------------------------------------------------------
+def _overview(results: pd.DataFrame, results_dir: Path) -> list[str]:
+    lines = [f"# Results report: `{results_dir.name}`", ""]
+    n = len(results)
+    status = results["status"].value_counts().to_dict() if "status" in results.columns else {}
+    lines.append(f"{n} runs: " + ", ".join(f"{k} {v}" for k, v in sorted(status.items())) + ".")
+    for col, what in (
+        ("task", "tasks"),
+        ("optimizer.name", "optimizers"),
+        ("env.device", "devices"),
+        ("env.git_commit", "git commits"),
+        ("env.torch", "torch versions"),
+    ):
+        if col in results.columns:
+            values = sorted({str(v) for v in results[col].dropna()})
+            if values:
+                lines.append(
+                    f"- {what}: {', '.join(f'`{v}`' for v in values[:12])}{' ...' if len(values) > 12 else ''}"
+                )
+    if "timing.wall_s" in results.columns:
+        costs = compare.run_costs(results)
+        lines.append(
+            f"- total wall time {_f(costs['wall_s'].sum() / 3600.0, 3)} h, "
+            f"GPU-hours {_f(costs['gpu_hours'].sum(), 3)}"
+        )
+    return lines + [""]
+
+
+def _failures(results: pd.DataFrame) -> list[str]:
+    if "status" not in results.columns:
+        return []
+    bad = results[results["status"].isin(compare.FAILED_STATUSES)]
+    if bad.empty:
+        return []
+    view = pd.DataFrame(
+        {
+            "run": bad.get("run_id"),
+            "status": bad["status"],
+            "error": [
+                str(e).strip().splitlines()[-1][:160] if isinstance(e, str) and e.strip() else ""
+                for e in bad.get("error", [""] * len(bad))
+            ],
+        }
+    )
+    return [
+        "## Diverged and failed runs",
+        "",
+        "They count as failures of their optimizer in the tables (`failed`) " "and are left out of means and pairs.",
+        "",
+        markdown_grid(view),
+        "",
+    ]
+
+
+def build_report(
+    results_dir: Path,
+    settings: compare.CompareSettings | None = None,
+    where: Sequence[str] = (),
+    results: pd.DataFrame | None = None,
+    history: pd.DataFrame | None = None,
+    formats: Sequence[str] = ("png", "pdf"),
+    animation: bool = False,
+) -> Path:
+    """Write the tables, figures and comparison of ``results_dir`` and ``results_dir/report.md``; return it.
+
+    ``results``/``history`` may be passed in (e.g. already filtered); by default they are loaded from the
+    store. The comparison is made against ``settings.baseline`` (AdamP by default) when it has runs.
+    """
+    results_dir = Path(results_dir)
+    settings = settings or compare.CompareSettings()
+    if results is None or history is None:
+        loaded_results, loaded_history = load(results_dir)
+        results = loaded_results if results is None else results
+        history = loaded_history if history is None else history
+    results = compare.filter_where(results, where)
+    history = history[history["run_id"].isin(set(results["run_id"]))] if len(history) else history
+
+    lines = _overview(results, results_dir)
+    if where:
+        lines += [f"Filtered with: {', '.join(f'`{w}`' for w in where)}", ""]
+
+    built = tables.build_tables(results, settings=settings)
+    tables.write_tables(built, results_dir / "tables")
+    lines += [
+        "## Tables",
+        "",
+        f'Paper numbers are labelled "{PAPER_LABEL}" (results/paper/README.md). '
+        "Each table is also in `tables/` as .md, .tex and .csv.",
+        "",
+    ]
+    for t in built:
+        lines.append(tables.to_markdown(t))
+    shown = {t.name.split("_", 1)[0] for t in built}
+    without = [p.stem for tid, p in paper_tables().items() if tid not in shown]
+    if without:
+        lines += ["Paper tables without runs in this folder: " + ", ".join(f"`{w}`" for w in without) + ".", ""]
+
+    lines += ["## Comparison", ""]
+    try:
+        cmp_dir = results_dir / "compare" / baseline_dir_name(settings.baseline)
+        out = write_comparison(results, cmp_dir, settings, formats)
+        rel = cmp_dir.relative_to(results_dir).as_posix() + "/"
+        lines.append(comparison_markdown(out, figure_prefix=rel))
+    except (KeyError, ValueError) as exc:
+        lines += [f"_No comparison with `{settings.baseline}`: {exc}_", ""]
+
+    fig_paths, messages = plots.make_figures(results, history, results_dir / "figures", formats, animation)
+    lines += ["## Figures", ""]
+    if not fig_paths:
+        lines.append("_No history to plot._")
+    for p in fig_paths:
+        if p.suffix == ".png":
+            lines += [f"![{p.stem}](figures/{p.name})", ""]
+    for m in messages:
+        lines.append(f"_Note: {m}_")
+    lines.append("")
+    lines += _failures(results)
+    path = atomic_write_text(results_dir / "report.md", "\n".join(lines).rstrip() + "\n")
+    return path
+
+
+__all__ = ["ComparisonOutput", "baseline_dir_name", "build_report", "comparison_markdown", "load", "write_comparison"]

@@ -1,0 +1,338 @@
+"""Command line: ``python -m benchmarks <command>`` (also installed as ``adamp-bench``).
+
+Exit codes: 0 success; 1 some runs failed (or nothing to show); 2 config error (nothing launched, nothing
+written); 130 interrupted by Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from benchmarks.config.errors import ConfigError
+
+MAIN_EPILOG = """\
+examples:
+  python -m benchmarks run configs/examples/toy_sweep.yaml --dry-run     # list the runs, launch nothing
+  python -m benchmarks run configs/examples/toy_sweep.yaml               # run them here (process pool)
+  python -m benchmarks status runs/toy_sweep                             # done/running/failed counts
+  python -m benchmarks results runs/toy_sweep                            # one row per run
+  python -m benchmarks tasks                                             # registered tasks
+  python -m benchmarks optimizers                                        # accepted optimizer names
+
+`python -m benchmarks <command> --help` explains each command.
+"""
+
+RUN_DESCRIPTION = """\
+Expand the config files into runs (grid x zip), validate every run before anything starts, skip runs that
+already finished in OUT, and execute the rest.
+
+Config file (YAML): task, data, model, optimizer, train, and optionally base (inherit from another file,
+path relative to this one), grid (cartesian product over dotted keys), zip (keys varied together),
+slurm (executor settings, not part of the run id), name and tags. See docs/architecture.md.
+
+Each run is stored in OUT/runs/<run_id>/ (record.json, history.jsonl); <run_id> hashes the run's resolved
+config (all defaults filled in), so rerunning the same command skips finished runs and resumes the rest.
+"""
+
+RUN_EPILOG = """\
+examples:
+  # what would run, with the run ids and which are already done:
+  python -m benchmarks run configs/examples/toy_sweep.yaml --dry-run
+  # run on this machine, 2 runs at a time (each gets cores/2 torch threads):
+  python -m benchmarks run configs/examples/toy_sweep.yaml --max-parallel 2
+  # change values without editing the file (values are YAML: 3 is an int, 1e-3 a float, [0,1] a list):
+  python -m benchmarks run cfg.yaml --set optimizer.lr=3e-3 --set train.epochs=5
+  # replace a grid axis (grid keys are dotted, so everything after `grid.` is the axis name):
+  python -m benchmarks run cfg.yaml --set grid.train.seed=[0,1,2,3]
+  # a seconds-long version of every run (the task's smoke settings; written to runs/<stem>-smoke):
+  python -m benchmarks run cfg.yaml --smoke
+  # in this process, one run after another, so breakpoints work (--pdb: debugger at a failing run's error):
+  python -m benchmarks run cfg.yaml --executor debug --pdb
+  # retry the runs that failed last time (finished ones are always skipped):
+  python -m benchmarks run cfg.yaml --retry-failed
+
+exit codes: 0 ok, 1 some runs failed, 2 config error (nothing launched or written), 130 Ctrl-C.
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of every command (analysis commands are added when that module exists)."""
+    from benchmarks.engine.executors import EXECUTORS
+
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Benchmark suite for the AdamP/SGDP optimizers: run config grids, inspect and analyse results.",
+        epilog=MAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="expand config files into runs and execute them", description=RUN_DESCRIPTION,
+                         epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("configs", nargs="+", metavar="CONFIG", help="YAML config file(s)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a dotted key with a YAML value, e.g. --set optimizer.lr=1e-3 (repeatable); "
+                          "it wins over the file and over a grid axis of the same key")
+    run.add_argument("--executor", choices=list(EXECUTORS), default="local",
+                     help="local: process pool on this machine (default); debug: in this process, sequentially "
+                          "(pdb works); slurm: a submitit job array")
+    run.add_argument("--out", metavar="DIR", default=None,
+                     help="results folder (default: runs/<config stem>, runs/<stem>-smoke with --smoke)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="validate and print one line per run, ending with 'N runs (M already done)'; "
+                          "launch and write nothing")
+    run.add_argument("--max-parallel", type=_positive_int, default=None, metavar="N",
+                     help="local executor: at most N runs at once (default: one per CPU core, or one per GPU); "
+                          "on the CPU each run gets cores // N torch threads")
+    run.add_argument("--runs-per-gpu", type=_positive_int, default=1, metavar="N",
+                     help="local executor with GPUs: runs sharing one GPU (default 1)")
+    run.add_argument("--retry-failed", action="store_true", help="run failed runs again (they are skipped otherwise)")
+    run.add_argument("--smoke", action="store_true",
+                     help="apply each task's smoke settings (tiny data, a few steps) to check a config end to end")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars (also: BENCHMARKS_NO_PROGRESS=1)")
+    run.add_argument("--pdb", action="store_true",
+                     help="with --executor debug: open the pdb post-mortem debugger at a failing run's exception")
+    from benchmarks.engine import slurm as slurm_module
+
+    slurm_module.add_cli_arguments(run)
+    run.set_defaults(func=cmd_run)
+
+    status = sub.add_parser("status", help="counts of done/running/failed runs in a results folder",
+                            description="Show how far the sweeps in a results folder got: counts per status, "
+                                        "the failed runs with their error, the runs still running, the latest launch.",
+                            epilog="example:\n  python -m benchmarks status runs/toy_sweep",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    status.add_argument("out", metavar="DIR", help="results folder (the --out of `run`)")
+    status.set_defaults(func=cmd_status)
+
+    results = sub.add_parser("results", help="print the runs of a results folder as a table",
+                             description="One row per run: run id, status, the config keys that differ between "
+                                         "runs, final metrics and timings (load the same table in Python with "
+                                         "benchmarks.load_results(DIR)).",
+                             epilog="examples:\n  python -m benchmarks results runs/toy_sweep\n"
+                                    "  python -m benchmarks results runs/toy_sweep --csv results.csv --all-columns",
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    results.add_argument("out", metavar="DIR", nargs="+", help="results folder(s)")
+    results.add_argument("--all-columns", action="store_true", help="every column, not only those that vary")
+    results.add_argument("--csv", metavar="FILE", help="also write the table as CSV ('-' for stdout only)")
+    results.add_argument("--sort", metavar="COLUMN", help="sort by this column")
+    results.set_defaults(func=cmd_results)
+
+    tasks = sub.add_parser("tasks", help="list the registered tasks")
+    tasks.set_defaults(func=cmd_tasks)
+
+    optimizers = sub.add_parser("optimizers", help="list the accepted optimizer names",
+                                description="Registered names, torch.optim classes and timm optimizers (timm:<name>); "
+                                            "any importable class also works as package.module:Class.")
+    optimizers.add_argument("--no-timm", action="store_true", help="omit timm's optimizers")
+    optimizers.set_defaults(func=cmd_optimizers)
+
+    from benchmarks.analysis import commands as analysis_commands
+
+    analysis_commands.register(sub)
+    return parser
+
+
+# -- commands --------------------------------------------------------------------------------------------
+
+def _print_warnings(warnings: Sequence[str]) -> None:
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``run``: plan (validate everything), print or launch."""
+    from benchmarks import store
+    from benchmarks.engine.sweep import format_plan, launch_sweep, plan_sweep
+
+    plan = plan_sweep(args.configs, args.overrides, out_dir=args.out, smoke=args.smoke,
+                      retry_failed=args.retry_failed)
+    _print_warnings(plan.warnings)
+    if args.dry_run:
+        out = sys.stdout
+        out.writelines(line + "\n" for line in format_plan(plan))
+        return 0
+    todo = plan.to_run
+    print(f"{len(plan.runs)} runs ({len(plan.skipped)} already done), {len(todo)} to run; "
+          f"results in {', '.join(str(o) for o in plan.out_dirs)}", file=sys.stderr)
+    if not todo:
+        return 0
+    options = {k: v for k, v in vars(args).items() if k not in ("func", "configs", "overrides")}
+    options["progress"] = not args.no_progress
+    if args.pdb and args.executor != "debug":
+        raise ConfigError("--pdb needs --executor debug (the other executors run in other processes)")
+    if args.no_progress:
+        os.environ["BENCHMARKS_NO_PROGRESS"] = "1"
+    try:
+        launch_sweep(plan, args.executor, options)
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    if args.executor in ("local", "debug"):
+        statuses = {}
+        for out in plan.out_dirs:
+            statuses.update(store.run_statuses(out, [r.spec.run_id for r in todo if r.spec.out_dir == out]))
+        failed = [rid for rid, s in statuses.items() if s == "failed"]
+        if failed:
+            print(f"{len(failed)} run(s) failed; see `python -m benchmarks status {plan.out_dirs[0]}`",
+                  file=sys.stderr)
+            return 1
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """``status``: counts per status, failed runs with their errors, running runs, latest launch."""
+    import collections
+
+    from benchmarks import store
+
+    out = Path(args.out)
+    if not (out / store.RUNS_DIR).is_dir() and not (out / store.SWEEPS_DIR).is_dir():
+        print(f"error: {out} holds no runs (expected {out}/runs/ or {out}/sweeps/)", file=sys.stderr)
+        return 1
+    records = {r["run_id"]: r for r in store.load_records(out)}
+    manifests = store.list_manifests(out)
+    queued = set()
+    for manifest in manifests:
+        for entry in manifest.get("runs", []):
+            if entry.get("run_id") not in records:
+                queued.add(entry.get("run_id"))
+    counts = collections.Counter(str(r.get("status")) for r in records.values())
+    counts["queued"] += len(queued)
+    total = len(records) + len(queued)
+    order = ["done", "running", "queued", "interrupted", "diverged", "failed"]
+    parts = [f"{counts[s]} {s}" for s in order if counts[s]]
+    parts += [f"{n} {s}" for s, n in counts.items() if s not in order and n]
+    print(f"{out}: {total} runs: {', '.join(parts) if parts else 'none'}")
+    for label in ("failed", "diverged"):
+        bad = [r for r in records.values() if r.get("status") == label]
+        if bad:
+            print(f"{label}:")
+            for r in sorted(bad, key=lambda r: r["run_id"]):
+                error = str(r.get("error") or "").splitlines()
+                print(f"  {r['run_id']}: {error[0] if error else ''}")
+    running = sorted(rid for rid, r in records.items() if r.get("status") == "running")
+    if running:
+        print("running:")
+        for rid in running:
+            started = (records[rid].get("timing") or {}).get("started")
+            print(f"  {rid} (started {started})")
+    if manifests:
+        m = manifests[-1]
+        print(f"latest launch: {m.get('sweep_id')} with executor {m.get('executor')}, {len(m.get('runs', []))} runs "
+              f"launched, {len(m.get('skipped', []))} skipped ({m.get('status')})")
+    if any(m.get("executor") == "slurm" for m in manifests):
+        from benchmarks.engine.slurm import slurm_status_report
+
+        report = slurm_status_report(out, manifests)
+        if report:
+            print(report)
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    """``results``: the runs as a table (the columns that vary, metrics, timings)."""
+    import pandas as pd
+
+    from benchmarks.store import load_results
+
+    frame = load_results(args.out)
+    if frame.empty:
+        print(f"no runs in {', '.join(args.out)}", file=sys.stderr)
+        return 1
+    if args.sort:
+        if args.sort not in frame.columns:
+            print(f"error: no column {args.sort!r}; columns: {', '.join(frame.columns)}", file=sys.stderr)
+            return 2
+        frame = frame.sort_values(args.sort)
+    shown = frame
+    if not args.all_columns:
+        keep = ["run_id", "status"]
+        for col in frame.columns:
+            if col in keep or col.startswith(("env.", "timing.")) or col == "error":
+                continue
+            if col.startswith("metrics."):
+                keep.append(col)
+                continue
+            try:
+                varies = frame[col].nunique(dropna=True) > 1
+            except TypeError:
+                varies = frame[col].astype(str).nunique() > 1
+            if varies:
+                keep.append(col)
+        keep += [c for c in ("timing.wall_s", "timing.step_time_s") if c in frame.columns]
+        shown = frame[keep]
+    if args.csv:
+        if args.csv == "-":
+            shown.to_csv(sys.stdout, index=False)
+            return 0
+        shown.to_csv(args.csv, index=False)
+    with pd.option_context("display.max_columns", None, "display.width", 250, "display.max_colwidth", 60,
+                           "display.max_rows", None):
+        print(shown.to_string(index=False))
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    """``tasks``: registered task names with their description and metrics."""
+    from benchmarks.tasks import TASKS, get_task
+
+    for name in sorted(TASKS):
+        try:
+            cls = get_task(name)
+            metrics = ", ".join(f"{m} ({d})" for m, d in (getattr(cls, "metrics", {}) or {}).items())
+            print(f"{name:16s} {cls.description}" + (f"  [metrics: {metrics}]" if metrics else ""))
+        except Exception as exc:  # noqa: BLE001 - one broken task must not hide the others
+            print(f"{name:16s} (unavailable: {type(exc).__name__}: {exc})")
+    return 0
+
+
+def cmd_optimizers(args: argparse.Namespace) -> int:
+    """``optimizers``: every name ``optimizer.name`` accepts."""
+    from benchmarks.registry import list_optimizers
+
+    rows = list_optimizers()
+    for kind, title in (("registry", "registered"), ("torch.optim", "torch.optim classes"),
+                        ("timm", "timm (timm:<name>; timm's factory defaults applied, see docs)")):
+        if kind == "timm" and args.no_timm:
+            continue
+        print(f"{title}:")
+        for row in rows:
+            if row["kind"] == kind:
+                print(f"  {row['name']:24s} {row['target']}")
+    print("any importable optimizer class: package.module:Class")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m benchmarks`` / ``adamp-bench``; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+__all__ = ["build_parser", "main"]

@@ -1,0 +1,294 @@
+"""Executors: how the runs of a sweep get executed.
+
+* ``debug``: one after another in this process (breakpoints work; ``--pdb`` opens the post-mortem debugger
+  at a failing run's exception, which is still recorded);
+* ``local``: a pool of worker processes on this machine, resource aware: with GPUs one run per GPU (or
+  ``--runs-per-gpu``), on the CPU ``--max-parallel`` runs sharing the cores (each run gets
+  ``cores // parallel`` torch threads). Ctrl-C stops cleanly: interrupted runs are recorded ``interrupted``
+  (or stay ``running`` if killed hard) and the same command later resumes the sweep;
+* ``slurm``: a submitit job array (``benchmarks.engine.slurm``, separate module).
+
+Every executor takes the CLI options as one mapping (``Executor(options)``; keys are the argparse dests, e.g.
+``max_parallel``, ``runs_per_gpu``, ``progress``, plus whatever its own CLI flags add) and implements
+``launch(specs, sweep_dir) -> list[dict]`` returning one manifest entry per run:
+``{"run_id", "executor", "job_id", "log"}``. ``sweep_dir`` is ``OUT/sweeps/<sweep_id>/``, the folder for the
+launch's logs; each spec carries its own ``out_dir`` and its full resolved config (``spec.config["slurm"]``
+holds the config file's executor settings).
+"""
+
+from __future__ import annotations
+
+import abc
+import collections
+import concurrent.futures as cf
+import contextlib
+import importlib
+import multiprocessing
+import os
+import sys
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+from .spec import RunSpec, execute_run
+
+#: executor name -> "module:Class" (imported on use)
+EXECUTORS: dict[str, str] = {
+    "debug": "benchmarks.engine.executors:DebugExecutor",
+    "local": "benchmarks.engine.executors:LocalExecutor",
+    "slurm": "benchmarks.engine.slurm:SlurmExecutor",
+}
+
+
+class Executor(abc.ABC):
+    """Base class of every executor."""
+
+    #: registry name (``--executor``)
+    name: ClassVar[str] = ""
+
+    def __init__(self, options: Mapping[str, Any] | None = None):
+        self.options: dict[str, Any] = dict(options or {})
+
+    @abc.abstractmethod
+    def launch(self, specs: list[RunSpec], sweep_dir: Path) -> list[dict]:
+        """Start (or run) every spec; return one manifest entry per spec, in order."""
+
+    def entry(self, spec: RunSpec, job_id: str | None = None, log: str | os.PathLike | None = None) -> dict:
+        """A manifest entry in the shared shape."""
+        return {"run_id": spec.run_id, "executor": self.name, "job_id": job_id,
+                "log": str(log) if log is not None else None}
+
+
+def get_executor(name: str, options: Mapping[str, Any] | None = None) -> Executor:
+    """Instantiate the executor registered under ``name``."""
+    if name not in EXECUTORS:
+        raise KeyError(f"unknown executor {name!r}; known: {', '.join(EXECUTORS)}")
+    module, _, cls = EXECUTORS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)(options)
+
+
+class SweepProgress:
+    """Sweep-level progress: a bar over runs plus done/running/failed counts (printed when no TTY)."""
+
+    def __init__(self, total: int, enabled: bool = True, stream=None):
+        self.total = total
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.running = 0
+        self.stream = stream or sys.stderr
+        self.bar = None
+        self.enabled = enabled and total > 0
+        if self.enabled and self.stream.isatty() and os.environ.get("BENCHMARKS_NO_PROGRESS", "0") != "1":
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc="sweep", unit="run", file=self.stream, dynamic_ncols=True)
+
+    def summary(self) -> str:
+        parts = [f"{self.counts['done']} done", f"{self.running} running"]
+        for status in ("diverged", "failed", "interrupted"):
+            if self.counts[status]:
+                parts.append(f"{self.counts[status]} {status}")
+        finished = sum(self.counts.values())
+        return f"[{finished}/{self.total}] " + ", ".join(parts)
+
+    def started(self, n: int = 1) -> None:
+        self.running += n
+        if self.bar is not None:
+            self.bar.set_postfix_str(self.summary().split("] ", 1)[1])
+
+    def finished(self, run_id: str, status: str) -> None:
+        self.running = max(0, self.running - 1)
+        self.counts[status] += 1
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(self.summary().split("] ", 1)[1])
+            if status not in ("done",):
+                self.bar.write(f"{run_id}: {status}")
+        else:
+            print(f"{self.summary()}  {run_id}: {status}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.enabled:
+            print(f"sweep: {self.summary()}", file=self.stream, flush=True)
+
+
+class DebugExecutor(Executor):
+    """Runs every spec in this process, one after another, so breakpoints and pdb work."""
+
+    name: ClassVar[str] = "debug"
+
+    def launch(self, specs: list[RunSpec], sweep_dir: Path) -> list[dict]:
+        progress = SweepProgress(len(specs), enabled=self.options.get("progress", True))
+        entries = []
+        try:
+            for spec in specs:
+                progress.started()
+                status = execute_run(spec, post_mortem=bool(self.options.get("pdb")))
+                progress.finished(spec.run_id, status)
+                entries.append(self.entry(spec))
+        finally:
+            progress.close()
+        return entries
+
+
+# -- local process pool ----------------------------------------------------------------------------------
+
+_WORKER_GPU: str | None = None
+
+
+def _worker_init(gpu_queue, threads: int, quiet: bool) -> None:
+    """Pin a worker process to one GPU (if any) and to its share of the CPU threads."""
+    global _WORKER_GPU
+    if gpu_queue is not None:
+        _WORKER_GPU = str(gpu_queue.get())
+        os.environ["CUDA_VISIBLE_DEVICES"] = _WORKER_GPU  # before anything initialises CUDA in this process
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ["MKL_NUM_THREADS"] = str(threads)
+    if quiet:
+        os.environ["BENCHMARKS_NO_PROGRESS"] = "1"
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _worker_run(spec: RunSpec, log_path: str | None) -> str:
+    """Execute one spec in a worker, with its stdout/stderr going to the run's log file."""
+    if log_path is None:
+        return execute_run(spec)
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", buffering=1, encoding="utf-8") as log, \
+            contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        return execute_run(spec)
+
+
+def detect_gpus() -> list[str]:
+    """GPU ids this process may use (CUDA_VISIBLE_DEVICES respected), without initialising CUDA here."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001
+        return []
+
+
+class LocalExecutor(Executor):
+    """A pool of spawned worker processes on this machine, resource aware (see the module docstring)."""
+
+    name: ClassVar[str] = "local"
+
+    def plan_slots(self, n_runs: int) -> tuple[int, int, list[str]]:
+        """(parallel runs, torch threads per run, GPU id per slot)."""
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        gpus = [] if self.options.get("cpu_only") else detect_gpus()
+        max_parallel = self.options.get("max_parallel")
+        if gpus:
+            per_gpu = max(1, int(self.options.get("runs_per_gpu") or 1))
+            slots = [g for g in gpus for _ in range(per_gpu)]
+            if max_parallel:
+                slots = slots[: max(1, int(max_parallel))]
+            parallel = max(1, min(len(slots), n_runs))
+            slots = slots[:parallel]
+        else:
+            parallel = int(max_parallel) if max_parallel else cores
+            parallel = max(1, min(parallel, n_runs))
+            slots = []
+        threads = max(1, cores // parallel)
+        return parallel, threads, slots
+
+    def launch(self, specs: list[RunSpec], sweep_dir: Path) -> list[dict]:
+        sweep_dir = Path(sweep_dir)
+        log_dir = sweep_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        parallel, threads, slots = self.plan_slots(len(specs))
+        entries = [self.entry(spec, log=log_dir / f"{spec.run_id}.log") for spec in specs]
+        if not specs:
+            return entries
+        show = self.options.get("progress", True)
+        if show:
+            where = f"{len(slots)} GPU slot(s) ({','.join(slots)})" if slots else f"{parallel} process(es)"
+            print(f"local: {len(specs)} runs on {where}, {threads} torch thread(s) each; logs in {log_dir}",
+                  file=sys.stderr, flush=True)
+        ctx = multiprocessing.get_context("spawn")
+        gpu_queue = None
+        if slots:
+            gpu_queue = ctx.Manager().Queue()
+            for slot in slots:
+                gpu_queue.put(slot)
+        progress = SweepProgress(len(specs), enabled=show)
+        pool = cf.ProcessPoolExecutor(max_workers=parallel, mp_context=ctx, initializer=_worker_init,
+                                      initargs=(gpu_queue, threads, True))
+        futures: dict[cf.Future, RunSpec] = {}
+        pending = list(zip(specs, entries))
+        try:
+            # Submit only as many as can run, so that the "running" count is true and Ctrl-C has little to cancel.
+            def refill() -> None:
+                while pending and len(futures) < parallel:
+                    spec, entry = pending.pop(0)
+                    futures[pool.submit(_worker_run, spec, entry["log"])] = spec
+                    progress.started()
+
+            refill()
+            while futures:
+                done, _ = cf.wait(list(futures), return_when=cf.FIRST_COMPLETED)
+                broken = False
+                for future in done:
+                    spec = futures.pop(future)
+                    try:
+                        status = future.result()
+                    except Exception as exc:  # noqa: BLE001 - a dead worker is a failed run, not a dead sweep
+                        status = "failed"
+                        broken = broken or isinstance(exc, cf.process.BrokenProcessPool)
+                        _record_worker_crash(spec, exc)
+                    progress.finished(spec.run_id, status)
+                if broken:
+                    # The other runs of a broken pool fail with it (their workers were terminated).
+                    for future in cf.wait(list(futures)).done:
+                        spec = futures.pop(future)
+                        try:
+                            status = future.result()
+                        except Exception as exc:  # noqa: BLE001
+                            status = "failed"
+                            _record_worker_crash(spec, exc)
+                        progress.finished(spec.run_id, status)
+                    # A killed worker (e.g. by the OOM killer) breaks the whole pool: start a fresh one so that
+                    # the remaining runs still execute.
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    pool = cf.ProcessPoolExecutor(max_workers=parallel, mp_context=ctx, initializer=_worker_init,
+                                                  initargs=(gpu_queue, threads, True))
+                    if gpu_queue is not None:
+                        for slot in slots:
+                            gpu_queue.put(slot)
+                refill()
+        except KeyboardInterrupt:
+            for future in futures:
+                future.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
+            progress.close()
+            print("interrupted: runs in progress are recorded as interrupted; rerun the same command to resume "
+                  "(finished runs are skipped)", file=sys.stderr, flush=True)
+            raise
+        else:
+            pool.shutdown(wait=True)
+            progress.close()
+        return entries
+
+
+def _record_worker_crash(spec: RunSpec, exc: BaseException) -> None:
+    """A worker that died (killed, out of memory) never wrote its final record: write ``failed`` for it."""
+    from benchmarks import store
+
+    record = store.read_record(spec.run_dir) or {"run_id": spec.run_id, "config": spec.config, "metrics": {},
+                                                 "timing": {}, "env": store.collect_env(None)}
+    if record.get("status") in store.FINISHED:
+        return
+    record["status"] = "failed"
+    record["error"] = f"worker process died: {type(exc).__name__}: {exc}"
+    store.write_record(spec.run_dir, record)
+
+
+__all__ = ["EXECUTORS", "DebugExecutor", "Executor", "LocalExecutor", "SweepProgress", "detect_gpus", "get_executor"]

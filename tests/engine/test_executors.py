@@ -1,0 +1,80 @@
+"""Executors: resource planning of the local executor, the registry, sweep progress, crash handling."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from benchmarks import store
+from benchmarks.config.validate import resolve_config
+from benchmarks.engine import executors
+from benchmarks.engine.executors import EXECUTORS, DebugExecutor, LocalExecutor, SweepProgress, get_executor
+from benchmarks.engine.spec import RunSpec, compute_run_id
+
+
+def test_registry_names():
+    assert set(EXECUTORS) == {"debug", "local", "slurm"}
+    assert EXECUTORS["slurm"] == "benchmarks.engine.slurm:SlurmExecutor"
+    assert isinstance(get_executor("debug", {"progress": False}), DebugExecutor)
+    with pytest.raises(KeyError, match="unknown executor 'x'; known: debug, local, slurm"):
+        get_executor("x")
+
+
+def test_cpu_slots_split_the_cores(monkeypatch):
+    monkeypatch.setattr(executors, "detect_gpus", lambda: [])
+    monkeypatch.setattr(executors.os, "sched_getaffinity", lambda _pid: set(range(16)), raising=False)
+    assert LocalExecutor({}).plan_slots(100) == (16, 1, [])
+    assert LocalExecutor({"max_parallel": 4}).plan_slots(100) == (4, 4, [])
+    assert LocalExecutor({"max_parallel": 3}).plan_slots(100) == (3, 5, [])
+    assert LocalExecutor({"max_parallel": 4}).plan_slots(2) == (2, 8, [])  # never more workers than runs
+
+
+def test_gpu_slots_one_run_per_gpu_unless_asked(monkeypatch):
+    monkeypatch.setattr(executors, "detect_gpus", lambda: ["0", "1"])
+    monkeypatch.setattr(executors.os, "sched_getaffinity", lambda _pid: set(range(16)), raising=False)
+    assert LocalExecutor({}).plan_slots(10) == (2, 8, ["0", "1"])
+    assert LocalExecutor({"runs_per_gpu": 2}).plan_slots(10) == (4, 4, ["0", "0", "1", "1"])
+    assert LocalExecutor({"runs_per_gpu": 2, "max_parallel": 3}).plan_slots(10) == (3, 5, ["0", "0", "1"])
+    assert LocalExecutor({}).plan_slots(1) == (1, 16, ["0"])
+
+
+def test_detect_gpus_respects_cuda_visible_devices(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert executors.detect_gpus() == ["2", "3"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert executors.detect_gpus() == []
+
+
+def test_sweep_progress_counts():
+    stream = io.StringIO()
+    progress = SweepProgress(3, stream=stream)
+    progress.started(2)
+    progress.finished("a", "done")
+    progress.started()
+    progress.finished("b", "failed")
+    progress.finished("c", "diverged")
+    progress.close()
+    lines = stream.getvalue().splitlines()
+    assert lines == ["[1/3] 1 done, 1 running  a: done", "[2/3] 1 done, 1 running, 1 failed  b: failed",
+                     "[3/3] 1 done, 0 running, 1 diverged, 1 failed  c: diverged",
+                     "sweep: [3/3] 1 done, 0 running, 1 diverged, 1 failed"]
+
+
+def test_debug_executor_entries(tmp_path):
+    resolved = resolve_config({"task": "tests.engine.tiny_task:TinyTask", "optimizer": {"name": "adam"},
+                               "train": {"batch_size": 64, "device": "cpu"}})
+    spec = RunSpec(compute_run_id(resolved), resolved, tmp_path)
+    entries = DebugExecutor({"progress": False}).launch([spec], tmp_path / "sweeps" / "s")
+    assert entries == [{"run_id": spec.run_id, "executor": "debug", "job_id": None, "log": None}]
+    assert store.read_record(spec.run_dir)["status"] == "done"
+
+
+def test_worker_crash_is_recorded_as_failed(tmp_path):
+    resolved = resolve_config({"task": "tests.engine.tiny_task:TinyTask", "optimizer": {"name": "adam"}})
+    spec = RunSpec(compute_run_id(resolved), resolved, tmp_path)
+    spec.run_dir.mkdir(parents=True)
+    store.write_record(spec.run_dir, {"run_id": spec.run_id, "config": resolved, "status": "running"})
+    executors._record_worker_crash(spec, RuntimeError("killed"))
+    record = store.read_record(spec.run_dir)
+    assert record["status"] == "failed" and record["error"] == "worker process died: RuntimeError: killed"

@@ -1,0 +1,282 @@
+"""Generic optimizer behaviour, written once and run over every optimizer and implementation, plus the
+cases where the official code fails and ours must work."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import adamp
+from adamp._projection import multi_tensor_projection, single_tensor_projection
+from tests.optim.cases import OPTIMS, PROBLEM, max_rel_diff, run_steps
+
+IMPLS = ["single", "foreach"]
+CASES = [(info, impl) for info in OPTIMS for impl in IMPLS]
+IDS = [f"{i.name}-{m}" for i, m in CASES]
+
+
+def _kwargs(info, impl):
+    return dict(list(info.variants.values())[1], foreach=impl == "foreach")
+
+
+def _convnet():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, bias=False), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, bias=False), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 4))
+
+
+def _batch():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(8, 3, 10, 10, generator=g), torch.randint(0, 4, (8,), generator=g)
+
+
+def _train(model, opt, steps=5, memory_format=torch.contiguous_format, dtype=None):
+    x, y = _batch()
+    x = x.to(memory_format=memory_format)
+    if dtype is not None:
+        x = x.to(dtype)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x).float(), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.mark.parametrize("info,impl", CASES, ids=IDS)
+def test_training_reduces_loss(info, impl):
+    model = _convnet()
+    losses = _train(model, info.cls(model.parameters(), **_kwargs(info, impl)), steps=15)
+    assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("info,impl", CASES, ids=IDS)
+def test_closure_returns_loss_and_is_evaluated_with_grad(info, impl):
+    model = _convnet()
+    opt = info.cls(model.parameters(), **_kwargs(info, impl))
+    x, y = _batch()
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = opt.step(closure)
+    assert torch.is_tensor(loss) and loss.requires_grad
+    assert any(not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize("info,impl", CASES, ids=IDS)
+def test_maximize_equals_minimizing_the_negated_gradient(info, impl):
+    a = PROBLEM.make_params(torch.float64)
+    b = [torch.nn.Parameter(p.detach().clone()) for p in a]
+    run_steps(info.cls(a, **_kwargs(info, impl), maximize=True), a, PROBLEM.grad_fn, 10)
+
+    def negated(step, params):
+        return [None if g is None else -g for g in PROBLEM.grad_fn(step, params)]
+
+    run_steps(info.cls(b, **_kwargs(info, impl)), b, negated, 10)
+    # cos(-g, w) = -cos(g, w): the test is symmetric (abs), so the two runs are identical
+    assert max_rel_diff(a, b) <= 1e-12
+
+
+@pytest.mark.parametrize("info,impl", CASES, ids=IDS)
+def test_channels_last_and_non_contiguous(info, impl):
+    """The official code calls .view on params and grads and fails on channels_last; ours must not."""
+    dense, last = _convnet(), _convnet()
+    last = last.to(memory_format=torch.channels_last)
+    _train(dense, info.cls(dense.parameters(), **_kwargs(info, impl)))
+    _train(last, info.cls(last.parameters(), **_kwargs(info, impl)), memory_format=torch.channels_last)
+    assert last[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert max_rel_diff(list(dense.parameters()), list(last.parameters())) <= 1e-4
+
+
+@pytest.mark.parametrize("info,impl", CASES, ids=IDS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_half_precision_params_use_fp32_state_and_math(info, impl, dtype):
+    model = _convnet().to(dtype)
+    opt = info.cls(model.parameters(), **_kwargs(info, impl))
+    losses = _train(model, opt, steps=8, dtype=dtype)
+    assert losses[-1] < losses[0]
+    for p in model.parameters():
+        assert p.dtype == dtype and torch.isfinite(p).all()
+        for key, value in opt.state[p].items():
+            if torch.is_tensor(value):
+                assert value.dtype == torch.float32, key
+    # One step from the same state and grads: the half-precision result is the fp32 result, rounded.
+    half = [p.detach().clone().requires_grad_() for p in model.parameters()]
+    full = [p.detach().float().requires_grad_() for p in half]
+    grads = [torch.randn(p.shape, generator=torch.Generator().manual_seed(i)) for i, p in enumerate(half)]
+    opt_half, opt_full = (info.cls(ps, **_kwargs(info, impl)) for ps in (half, full))
+    for p_h, p_f, g in zip(half, full, grads):
+        p_h.grad, p_f.grad = g.to(dtype), g.to(dtype).float()
+    opt_half.step()
+    opt_full.step()
+    for p_h, p_f in zip(half, full):
+        assert torch.equal(p_h.detach(), p_f.detach().to(dtype))
+
+
+@pytest.mark.parametrize("info,impl", CASES, ids=IDS)
+def test_lr_scheduler_and_add_param_group(info, impl):
+    model = _convnet()
+    opt = info.cls(model[:3].parameters(), **_kwargs(info, impl))
+    opt.add_param_group({"params": list(model[3:].parameters()), "lr": 1e-4})
+    assert opt.param_groups[1]["delta"] == 0.1 and opt.param_groups[1]["wd_ratio"] == 0.1
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    lr0 = opt.param_groups[0]["lr"]
+    _train(model, opt, steps=1)
+    sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(lr0 / 2)
+    assert opt.param_groups[1]["lr"] == pytest.approx(0.5e-4)
+    _train(model, opt, steps=1)
+
+
+@pytest.mark.parametrize("info,impl", CASES, ids=IDS)
+def test_grad_scaler_skips_steps_with_inf(info, impl):
+    model = _convnet()
+    opt = info.cls(model.parameters(), **_kwargs(info, impl))
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    x, y = _batch()
+    loss = F.cross_entropy(model(x), y)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.zero_grad()
+    scaler.scale(F.cross_entropy(model(x), y)).backward()
+    next(model.parameters()).grad[0].fill_(float("inf"))
+    scaler.step(opt)
+    scaler.update()
+    assert all(torch.equal(a, b.detach()) for a, b in zip(before, model.parameters()))
+    assert scaler.get_scale() < 2.0**8
+
+
+@pytest.mark.parametrize("info,impl", CASES, ids=IDS)
+def test_compiled_training_step_has_no_graph_break_in_step(info, impl):
+    """torch.compile(fullgraph=True) of a whole training step: any graph break or host sync raises."""
+    torch._dynamo.reset()
+    model = _convnet()
+    opt = info.cls(model.parameters(), **_kwargs(info, impl))
+    x, y = _batch()
+    _train(model, opt, steps=1)  # create the state eagerly, as torch's compiled-optimizer docs advise
+
+    @torch.compile(fullgraph=True, backend="eager")
+    def opt_step():
+        opt.step()
+
+    eager = _convnet()
+    eager_opt = info.cls(eager.parameters(), **_kwargs(info, impl))
+    _train(eager, eager_opt, steps=1)
+    for _ in range(3):
+        for m, o, compiled in ((model, opt, True), (eager, eager_opt, False)):
+            o.zero_grad()
+            F.cross_entropy(m(x), y).backward()
+            opt_step() if compiled else o.step()
+    assert max_rel_diff(list(eager.parameters()), list(model.parameters())) <= 1e-5
+
+
+@pytest.mark.parametrize("info", OPTIMS, ids=[i.name for i in OPTIMS])
+def test_sparse_and_complex_gradients_are_rejected(info):
+    emb = torch.nn.Embedding(10, 4, sparse=True)
+    opt = info.cls(emb.parameters(), lr=0.1)
+    emb(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(RuntimeError, match=f"^{info.name} does not support sparse gradients$"):
+        opt.step()
+    z = torch.nn.Parameter(torch.zeros(3, 3, dtype=torch.complex64))
+    z.grad = torch.ones_like(z)
+    with pytest.raises(RuntimeError, match=f"^{info.name} does not support complex parameters or gradients$"):
+        info.cls([z], lr=0.1).step()
+
+
+P = [torch.nn.Parameter(torch.zeros(2, 2))]
+ERRORS = [
+    (adamp.AdamP, dict(lr=-1.0), "Invalid lr: -1.0; expected a number >= 0.0"),
+    (adamp.AdamP, dict(eps=-1e-8), "Invalid eps: -1e-08; expected a number >= 0.0"),
+    (adamp.AdamP, dict(betas=(1.0, 0.999)), "Invalid betas[0]: 1.0; expected a number in [0.0, 1.0)"),
+    (adamp.AdamP, dict(betas=(0.9, -0.1)), "Invalid betas[1]: -0.1; expected a number in [0.0, 1.0)"),
+    (adamp.AdamP, dict(betas=0.9), "Invalid betas: 0.9; expected a pair (beta1, beta2)"),
+    (adamp.AdamP, dict(weight_decay=-0.1), "Invalid weight_decay: -0.1; expected a number >= 0.0"),
+    (adamp.AdamP, dict(delta=-0.1), "Invalid delta: -0.1; expected a number >= 0.0"),
+    (adamp.AdamP, dict(wd_ratio=1.5), "Invalid wd_ratio: 1.5; expected a number in [0.0, 1.0]"),
+    (adamp.AdamP, dict(lr="fast"), "Invalid lr: 'fast'; expected a number"),
+    (adamp.SGDP, dict(), "Invalid lr: SGDP requires a learning rate (lr=...)"),
+    (adamp.SGDP, dict(lr=0.1, momentum=-0.9), "Invalid momentum: -0.9; expected a number >= 0.0"),
+    (adamp.SGDP, dict(lr=0.1, momentum=1.0, weight_decay=1e-4),
+     "Invalid momentum: 1.0 with weight_decay=0.0001; SGDP divides the decay by (1 - momentum), so "
+     "momentum must be < 1 when weight_decay > 0"),
+    (adamp.SGDP, dict(lr=0.1, wd_ratio=-0.5), "Invalid wd_ratio: -0.5; expected a number in [0.0, 1.0]"),
+    (adamp.SGDP, dict(lr=0.1, delta=-1), "Invalid delta: -1; expected a number >= 0.0"),
+]
+
+
+@pytest.mark.parametrize("cls,kwargs,message", ERRORS, ids=[m[:40] for _, _, m in ERRORS])
+def test_invalid_arguments_raise_value_error_naming_the_argument(cls, kwargs, message):
+    with pytest.raises(ValueError) as excinfo:
+        cls(P, **kwargs)
+    assert str(excinfo.value) == message
+
+
+@pytest.mark.parametrize("info", OPTIMS, ids=[i.name for i in OPTIMS])
+def test_fused_and_foreach_together_is_an_error(info):
+    with pytest.raises(RuntimeError, match="`fused` and `foreach` cannot be `True` together."):
+        info.cls(P, lr=0.1, fused=True, foreach=True)
+
+
+# -- properties of the projection --------------------------------------------------------------------
+shapes = st.tuples(st.integers(1, 6), st.integers(1, 5), st.integers(1, 4)).map(lambda s: s[:2] if s[2] == 1 else s)
+
+
+def _orthogonal_per_row(w, g):
+    rows = w.shape[0]
+    wv, gv = w.reshape(rows, -1), g.reshape(rows, -1)
+    return (gv - (gv * wv).sum(1, keepdim=True) / (wv * wv).sum(1, keepdim=True) * wv).reshape(w.shape)
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=shapes, seed=st.integers(0, 2**16), which=st.sampled_from(["single", "multi"]))
+def test_projected_update_is_orthogonal_to_each_weight_row(shape, seed, which):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(shape, generator=g, dtype=torch.float64)
+    grad = _orthogonal_per_row(w, torch.randn(shape, generator=g, dtype=torch.float64))
+    update = torch.randn(shape, generator=g, dtype=torch.float64)
+    rows = w.shape[0]
+    u_norm = update.reshape(rows, -1).norm(dim=1)
+    if which == "single":
+        flag = single_tensor_projection(w, grad, update, 0.1, 1e-8)
+    else:
+        flag = multi_tensor_projection([w], [grad], [update], 0.1, 1e-8)[0]
+    assert bool(flag)
+    dots = (update.reshape(rows, -1) * w.reshape(rows, -1)).sum(1)
+    norms = u_norm * w.reshape(rows, -1).norm(dim=1)
+    # w_hat = w / (||w|| + eps) is unit only up to eps, which leaves a radial residue of about 2 eps ||u|| (u before the projection)
+    assert (dots.abs() <= 1e-10 * norms + 3e-8 * u_norm + 1e-300).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=shapes, seed=st.integers(0, 2**16))
+def test_unflagged_update_is_unchanged_and_paths_agree(shape, seed):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(shape, generator=g, dtype=torch.float64)
+    grad = w + 0.01 * torch.randn(shape, generator=g, dtype=torch.float64)  # |cos| ~ 1: never fires
+    update = torch.randn(shape, generator=g, dtype=torch.float64)
+    u1, u2 = update.clone(), update.clone()
+    assert not bool(single_tensor_projection(w, grad, u1, 0.1, 1e-8))
+    assert not bool(multi_tensor_projection([w], [grad], [u2], 0.1, 1e-8)[0])
+    assert torch.equal(u1, update) and torch.equal(u2, update)
+
+
+def test_one_dimensional_params_are_never_flagged():
+    w = torch.randn(5)
+    assert not bool(adamp.scale_invariant(w, torch.zeros(5)))
+    assert math.isclose(float(adamp.scale_invariant(torch.randn(3, 4), torch.zeros(3, 4))), 1.0)
