@@ -34,5 +34,11 @@ def as_device_scalars(values: dict[str, float], device: torch.device, dtype: tor
 
 
 def recompile_budget():
-    """Each distinct param group (its shapes) is its own graph: allow as many as models have groups."""
-    return torch._dynamo.config.patch(recompile_limit=64, accumulated_recompile_limit=4096)
+    """Settings for a compiled step.
+
+    Each distinct param group (its shapes) is its own graph: allow as many as models have groups. The
+    scalars that change during training arrive as 0-d tensors; the remaining Python floats (betas, eps,
+    delta, momentum) are constants of a run and are specialised, so that they enter the graph exactly as
+    Python computes them rather than as traced tensors.
+    """
+    return torch._dynamo.config.patch(recompile_limit=64, accumulated_recompile_limit=4096, specialize_float=True)

@@ -70,12 +70,8 @@ def multi_tensor_projection(
     """
     flags = []
     for p, g, u in zip(params, grads, updates):
-        dims = _reduce_dims(p)
         row_len = p[0].numel()
-        gw = torch.sum(g * p, dim=dims)
-        gg = torch.sum(g * g, dim=dims)
-        ww = torch.sum(p * p, dim=dims)
-        wu = torch.sum(p * u, dim=dims)
+        gw, gg, ww, wu = _row_dots(p, g, u)
 
         cos_channel = gw.abs() / (gg.sqrt().clamp_min(eps) * ww.sqrt().clamp_min(eps))
         channel_fires = cos_channel.max() < delta / math.sqrt(row_len)
@@ -90,6 +86,25 @@ def multi_tensor_projection(
         u.addcmul_(p, coef.view(_expand_shape(p)), value=-1.0)
         flags.append(channel_fires | layer_fires)
     return flags
+
+
+def _row_dots(p: Tensor, g: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per-row ``g·w``, ``g·g``, ``w·w``, ``w·u``.
+
+    For contiguous CPU tensors (not under compilation) batched dot products, ``bmm`` of ``(C,1,L)`` by
+    ``(C,L,1)`` views, read each operand once and allocate nothing of the tensor's size. Elsewhere the
+    elementwise products are reduced over the trailing dims: any layout works, inductor fuses them into one
+    kernel, and on GPUs a matmul could run in TF32, too coarse for the test.
+    """
+    if (p.device.type == "cpu" and not torch.compiler.is_compiling() and p.dtype == g.dtype == u.dtype
+            and p.is_contiguous() and g.is_contiguous() and u.is_contiguous()):
+        rows = p.shape[0]
+        g_row, w_row = g.view(rows, 1, -1), p.view(rows, 1, -1)
+        g_col, w_col, u_col = g.view(rows, -1, 1), p.view(rows, -1, 1), u.view(rows, -1, 1)
+        return tuple(torch.bmm(a, b).view(rows) for a, b in ((g_row, w_col), (g_row, g_col), (w_row, w_col),
+                                                             (w_row, u_col)))
+    dims = _reduce_dims(p)
+    return (g * p).sum(dims), (g * g).sum(dims), (p * p).sum(dims), (p * u).sum(dims)
 
 
 def scale_invariant(weight: Tensor, grad: Tensor, delta: float = 0.1, eps: float = 1e-8) -> Tensor:
