@@ -23,6 +23,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+#: On the CPU, branch on the test's outcome like the official code (reading a CPU flag costs nothing);
+#: False forces the device-side selection used on accelerators and under torch.compile (tests use both).
+BRANCH_ON_CPU = True
+
+
 def _expand_shape(p: Tensor) -> tuple[int, ...]:
     return (-1,) + (1,) * (p.ndim - 1)
 
@@ -42,13 +47,25 @@ def single_tensor_projection(p: Tensor, grad: Tensor, update: Tensor, delta: flo
     channels = p.shape[0]
     w_rows, g_rows = p.reshape(channels, -1), grad.reshape(channels, -1)
     w_flat, g_flat = p.reshape(1, -1), grad.reshape(1, -1)
+    expand = _expand_shape(p)
 
     cos_channel = F.cosine_similarity(g_rows, w_rows, dim=1, eps=eps).abs_()
     channel_fires = cos_channel.max() < delta / math.sqrt(w_rows.shape[1])
+    if BRANCH_ON_CPU and p.device.type == "cpu" and not torch.compiler.is_compiling():
+        # On the CPU reading a flag costs no device synchronisation, so compute only the view that applies.
+        if channel_fires:
+            p_n = p / w_rows.norm(dim=1).view(expand).add_(eps)
+            update.sub_(p_n * (p_n * update).reshape(channels, -1).sum(dim=1).view(expand))
+            return channel_fires
+        cos_layer = F.cosine_similarity(g_flat, w_flat, dim=1, eps=eps).abs_()
+        layer_fires = cos_layer.max() < delta / math.sqrt(w_flat.shape[1])
+        if layer_fires:
+            p_n = p / w_flat.norm(dim=1).view(expand).add_(eps)
+            update.sub_(p_n * (p_n * update).reshape(1, -1).sum(dim=1).view(expand))
+        return layer_fires
     cos_layer = F.cosine_similarity(g_flat, w_flat, dim=1, eps=eps).abs_()
     layer_fires = (cos_layer.max() < delta / math.sqrt(w_flat.shape[1])) & ~channel_fires
 
-    expand = _expand_shape(p)
     zero = update.new_zeros(())
     p_n = p / w_rows.norm(dim=1).view(expand).add_(eps)
     coef = (p_n * update).reshape(channels, -1).sum(dim=1).view(expand)
@@ -91,18 +108,17 @@ def multi_tensor_projection(
 def _row_dots(p: Tensor, g: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Per-row ``g·w``, ``g·g``, ``w·w``, ``w·u``.
 
-    For contiguous CPU tensors (not under compilation) batched dot products, ``bmm`` of ``(C,1,L)`` by
-    ``(C,L,1)`` views, read each operand once and allocate nothing of the tensor's size. Elsewhere the
-    elementwise products are reduced over the trailing dims: any layout works, inductor fuses them into one
-    kernel, and on GPUs a matmul could run in TF32, too coarse for the test.
+    Contiguous tensors (not under compilation) use ``torch.linalg.vecdot`` on ``(rows, -1)`` views, which
+    allocates no temporary of the tensor's size (about 1.3x faster than multiply-then-sum on the CPU here);
+    other layouts reduce the elementwise products over the trailing dims, which works for any layout and
+    which inductor fuses into one kernel.
     """
-    if (p.device.type == "cpu" and not torch.compiler.is_compiling() and p.dtype == g.dtype == u.dtype
+    if (not torch.compiler.is_compiling() and p.dtype == g.dtype == u.dtype
             and p.is_contiguous() and g.is_contiguous() and u.is_contiguous()):
         rows = p.shape[0]
-        g_row, w_row = g.view(rows, 1, -1), p.view(rows, 1, -1)
-        g_col, w_col, u_col = g.view(rows, -1, 1), p.view(rows, -1, 1), u.view(rows, -1, 1)
-        return tuple(torch.bmm(a, b).view(rows) for a, b in ((g_row, w_col), (g_row, g_col), (w_row, w_col),
-                                                             (w_row, u_col)))
+        w, g, u = p.view(rows, -1), g.view(rows, -1), u.view(rows, -1)
+        return (torch.linalg.vecdot(g, w), torch.linalg.vecdot(g, g), torch.linalg.vecdot(w, w),
+                torch.linalg.vecdot(w, u))
     dims = _reduce_dims(p)
     return (g * p).sum(dims), (g * g).sum(dims), (p * p).sum(dims), (p * u).sum(dims)
 

@@ -8,11 +8,13 @@ import pytest
 import torch
 
 import adamp
+from adamp import _projection
 from tests.optim.cases import OPTIMS, PROBLEM, max_rel_diff, run_steps
 from benchmarks.reference import load_reference
 
 STEPS = 50
-IMPLS = ["single", "foreach", "fused"]
+# "single-select": the single-tensor path with the device-side selection it uses on GPUs / under compile
+IMPLS = ["single", "single-select", "foreach", "fused"]
 MATRIX = [(info, vid, impl) for info in OPTIMS for vid in info.variants for impl in IMPLS]
 
 
@@ -21,8 +23,14 @@ def reference():
     return load_reference()
 
 
+@pytest.fixture(autouse=True)
+def _select_on_device(request, monkeypatch):
+    if "single-select" in request.node.name:
+        monkeypatch.setattr(_projection, "BRANCH_ON_CPU", False)
+
+
 def _impl_kwargs(impl: str) -> dict:
-    return {"foreach": impl == "foreach", "fused": impl == "fused"}
+    return {"foreach": impl == "foreach", "fused": impl == "fused"}  # "single*": foreach=False
 
 
 def _pair(info, reference, kwargs, impl, dtype=torch.float64):
