@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import torch
 from torch import Tensor
@@ -88,32 +88,19 @@ class AdamP(ProjectedOptimizer):
                         fused=fused)
         super().__init__(params, defaults)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None):
-        """Perform one optimisation step; ``closure`` re-evaluates the model and returns the loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params, grads = self._params_with_grad(group)
-            if not params:
-                continue
-            exp_avgs, exp_avg_sqs, steps = [], [], []
-            for p in params:
-                state = self.state[p]
-                if "step" not in state:
-                    state["step"] = 0
-                exp_avgs.append(self._state_tensor(state, "exp_avg", p))
-                exp_avg_sqs.append(self._state_tensor(state, "exp_avg_sq", p))
-                state["step"] = int(state["step"]) + 1
-                steps.append(state["step"])
-            beta1, beta2 = group["betas"]
-            adamp(params, grads, exp_avgs, exp_avg_sqs, steps, impl=self._implementation(group, params),
-                  lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
-                  weight_decay=group["weight_decay"], delta=group["delta"], wd_ratio=group["wd_ratio"],
-                  nesterov=group["nesterov"], maximize=group["maximize"])
-        return loss
+    def _step_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> None:
+        exp_avgs, exp_avg_sqs, steps = [], [], []
+        for p in params:
+            state = self.state[p]
+            exp_avgs.append(self._state_tensor(state, "exp_avg", p))
+            exp_avg_sqs.append(self._state_tensor(state, "exp_avg_sq", p))
+            state["step"] = int(state.get("step", 0)) + 1
+            steps.append(state["step"])
+        beta1, beta2 = group["betas"]
+        adamp(params, grads, exp_avgs, exp_avg_sqs, steps, impl=self._implementation(group, params),
+              lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
+              delta=group["delta"], wd_ratio=group["wd_ratio"], nesterov=group["nesterov"],
+              maximize=group["maximize"])
 
 
 def adamp(

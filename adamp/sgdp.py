@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import torch
 from torch import Tensor
@@ -92,27 +92,15 @@ class SGDP(ProjectedOptimizer):
     def _extra_defaults(self) -> dict[str, Any]:
         return {"project_buffer": True}
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None):
-        """Perform one optimisation step; ``closure`` re-evaluates the model and returns the loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params, grads = self._params_with_grad(group)
-            if not params:
-                continue
-            bufs = [self._state_tensor(self.state[p], "momentum", p) for p in params]
-            if group["weight_decay"] > 0 and group["momentum"] >= 1:
-                raise ValueError(f"Invalid momentum: {group['momentum']} with weight_decay="
-                                 f"{group['weight_decay']}; momentum must be < 1 when weight_decay > 0")
-            sgdp(params, grads, bufs, impl=self._implementation(group, params), lr=group["lr"],
-                 momentum=group["momentum"], dampening=group["dampening"],
-                 weight_decay=group["weight_decay"], nesterov=group["nesterov"], eps=group["eps"],
-                 delta=group["delta"], wd_ratio=group["wd_ratio"], project_buffer=group["project_buffer"],
-                 maximize=group["maximize"])
-        return loss
+    def _step_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> None:
+        if group["weight_decay"] > 0 and group["momentum"] >= 1:
+            raise ValueError(f"Invalid momentum: {group['momentum']} with weight_decay="
+                             f"{group['weight_decay']}; momentum must be < 1 when weight_decay > 0")
+        bufs = [self._state_tensor(self.state[p], "momentum", p) for p in params]
+        sgdp(params, grads, bufs, impl=self._implementation(group, params), lr=group["lr"],
+             momentum=group["momentum"], dampening=group["dampening"], weight_decay=group["weight_decay"],
+             nesterov=group["nesterov"], eps=group["eps"], delta=group["delta"], wd_ratio=group["wd_ratio"],
+             project_buffer=group["project_buffer"], maximize=group["maximize"])
 
 
 def sgdp(

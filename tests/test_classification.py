@@ -27,13 +27,7 @@ DEMO = REPO / "configs" / "demo" / "digits.yaml"
 CLASSES = ("ant", "bee", "cat", "dog")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # 2 shared cores: oversubscribed intra-op threads make tiny models many times slower
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _write_tree(root: Path, per_class: dict[str, int], classes=CLASSES) -> None:

@@ -19,13 +19,7 @@ from benchmarks.tasks.base import RunContext
 from benchmarks.tasks.language_model import LanguageModel, evaluate_perplexity
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models: a second thread only adds contention on the shared 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _write(root: Path, train: str, valid: str = " a b \n", test: str = " b a \n") -> Path:

@@ -32,13 +32,7 @@ from benchmarks.tasks.retrieval import Retrieval
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the CI machines have 2 cores shared by parallel workers: oversubscribed BLAS threads are 50x slower
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _image(path: Path, seed: int, size: int = 32) -> None:
