@@ -51,14 +51,21 @@ parity-report: setup
 bench-engine: setup
 	$(PYTHON) scripts/bench_engine.py
 
+# tables / plots / report: every results folder under $(OUT) (the demo's: toy2d, toy3d, digits), or SWEEP=name.
+SWEEPS = $(if $(SWEEP),$(OUT)/$(SWEEP),$(patsubst %/runs,%,$(wildcard $(OUT)/*/runs)))
+NO_SWEEPS = { echo "error: no results folders under $(OUT)/ (run 'make demo' first, or set OUT= / SWEEP=)" >&2; exit 2; }
+
 tables: setup
-	$(PYTHON) -m benchmarks tables $(OUT)/$(or $(SWEEP),digits)
+	@test -n "$(SWEEPS)" || $(NO_SWEEPS)
+	@for d in $(SWEEPS); do echo "== $$d"; $(PYTHON) -m benchmarks tables $$d || exit 1; done
 
 plots: setup
-	$(PYTHON) -m benchmarks plots $(OUT)/$(or $(SWEEP),digits)
+	@test -n "$(SWEEPS)" || $(NO_SWEEPS)
+	@for d in $(SWEEPS); do echo "== $$d"; $(PYTHON) -m benchmarks plots $$d || exit 1; done
 
 report: setup
-	$(PYTHON) -m benchmarks report $(OUT)/$(or $(SWEEP),digits)
+	@test -n "$(SWEEPS)" || $(NO_SWEEPS)
+	@for d in $(SWEEPS); do echo "== $$d"; $(PYTHON) -m benchmarks report $$d || exit 1; done
 
 compare: setup
 	$(PYTHON) -m benchmarks compare $(OUT)/$(or $(SWEEP),digits) --baseline $(or $(BASELINE),adamp)
