@@ -149,3 +149,33 @@ def add_scaled_(params: list[Tensor], updates: list[Tensor], alpha: float | Tens
         torch._foreach_add_(params, updates)
     else:
         torch._foreach_add_(params, updates, alpha=alpha)
+
+
+#: Use the batched (segmented) projection on the CPU too; by default the CPU, where a kernel launch costs
+#: nothing and torch's segmented kernels are single-threaded, uses the per-tensor loop (tests force both).
+SEGMENTED_ON_CPU = False
+
+
+def project_and_decay_(params: list[Tensor], grads: list[Tensor], updates: list[Tensor], delta: float,
+                       eps: float, apply_decay: bool, scale_projected: float | Tensor,
+                       scale_plain: float | Tensor) -> None:
+    """The projection and the flag-dependent decay of the multi-tensor paths (tensors with >= 2 dims).
+
+    On accelerators, one batched pass over all tensors (:mod:`adamp._segmented`), whose number of kernel
+    launches does not grow with the number of tensors; on the CPU and under ``torch.compile`` (which fuses
+    per tensor), the per-tensor formulation.
+    """
+    if not params:
+        return
+    per_tensor = torch.compiler.is_compiling() or (params[0].device.type == "cpu" and not SEGMENTED_ON_CPU)
+    if per_tensor:
+        flags = multi_tensor_projection(params, grads, updates, delta, eps)
+        if apply_decay:
+            torch._foreach_mul_(params, [decay_scale(f, p, scale_projected, scale_plain)
+                                         for f, p in zip(flags, params)])
+        return
+    from ._segmented import apply_decay_, segmented_projection
+
+    flags = segmented_projection(params, grads, updates, delta, eps)
+    if apply_decay:
+        apply_decay_(params, flags, scale_projected, scale_plain, delta)

@@ -11,7 +11,7 @@ from torch import Tensor
 from . import _fused
 from ._base import LOW_PRECISION, ProjectedOptimizer, check_number
 from ._multi_tensor import chunks_by_numel, group_by_device_and_dtype, split_by_ndim, work_copies
-from ._projection import add_scaled_, decay_scale, multi_tensor_projection, single_tensor_projection
+from ._projection import add_scaled_, decay_scale, project_and_decay_, single_tensor_projection
 
 __all__ = ["AdamP", "adamp"]
 
@@ -215,12 +215,8 @@ def _multi_tensor_adamp_core(ps, gs, ms, vs, *, step_size, sqrt_bc2, scale_proje
         del denom
 
         multi, flat = split_by_ndim(list(range(len(idx))), w)
-        if multi:
-            flags = multi_tensor_projection([w[i] for i in multi], [g[i] for i in multi],
-                                            [update[i] for i in multi], delta, eps)
-            if apply_decay:
-                torch._foreach_mul_([w[i] for i in multi],
-                                    [decay_scale(f, w[i], scale_projected, scale_plain) for f, i in zip(flags, multi)])
+        project_and_decay_([w[i] for i in multi], [g[i] for i in multi], [update[i] for i in multi], delta, eps,
+                           apply_decay, scale_projected, scale_plain)
         if flat and apply_decay:
             torch._foreach_mul_([w[i] for i in flat], scale_plain)
         add_scaled_(w, update, step_size)

@@ -11,7 +11,7 @@ from torch.optim.optimizer import required
 from . import _fused
 from ._base import LOW_PRECISION, ProjectedOptimizer, check_number
 from ._multi_tensor import group_by_device_and_dtype, split_by_ndim, work_copies
-from ._projection import add_scaled_, decay_scale, multi_tensor_projection, single_tensor_projection
+from ._projection import add_scaled_, decay_scale, project_and_decay_, single_tensor_projection
 
 __all__ = ["SGDP", "sgdp"]
 
@@ -192,12 +192,8 @@ def _multi_tensor_sgdp_core(ps, gs, bufs, *, neg_lr, scale_projected, scale_plai
         updates = bufs if project_buffer else torch._foreach_mul(bufs, 1.0)
 
     multi, flat = split_by_ndim(list(range(len(ws))), ws)
-    if multi:
-        flags = multi_tensor_projection([ws[i] for i in multi], [gs[i] for i in multi],
-                                        [updates[i] for i in multi], delta, eps)
-        if apply_decay:
-            torch._foreach_mul_([ws[i] for i in multi],
-                                [decay_scale(f, ws[i], scale_projected, scale_plain) for f, i in zip(flags, multi)])
+    project_and_decay_([ws[i] for i in multi], [gs[i] for i in multi], [updates[i] for i in multi], delta, eps,
+                       apply_decay, scale_projected, scale_plain)
     if flat and apply_decay:
         torch._foreach_mul_([ws[i] for i in flat], scale_plain)
     if updates is bufs:

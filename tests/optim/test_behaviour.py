@@ -15,13 +15,13 @@ import adamp
 from adamp._projection import multi_tensor_projection, single_tensor_projection
 from tests.optim.cases import OPTIMS, PROBLEM, max_rel_diff, run_steps
 
-IMPLS = ["single", "foreach"]
+IMPLS = ["single", "single-select", "foreach", "foreach-segmented"]  # variants: tests/optim/conftest.py
 CASES = [(info, impl) for info in OPTIMS for impl in IMPLS]
 IDS = [f"{i.name}-{m}" for i, m in CASES]
 
 
 def _kwargs(info, impl):
-    return dict(list(info.variants.values())[1], foreach=impl == "foreach")
+    return dict(list(info.variants.values())[1], foreach=impl.startswith("foreach"))
 
 
 def _convnet():
@@ -280,3 +280,24 @@ def test_one_dimensional_params_are_never_flagged():
     w = torch.randn(5)
     assert not bool(adamp.scale_invariant(w, torch.zeros(5)))
     assert math.isclose(float(adamp.scale_invariant(torch.randn(3, 4), torch.zeros(3, 4))), 1.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on the GPU machine)")
+@pytest.mark.parametrize("info", OPTIMS, ids=[i.name for i in OPTIMS])
+@pytest.mark.parametrize("impl", ["single", "foreach", "fused"])
+def test_step_never_synchronises_on_cuda(info, impl):
+    model = _convnet().cuda().to(memory_format=torch.channels_last)
+    opt = info.cls(model.parameters(), **dict(list(info.variants.values())[1]), foreach=impl == "foreach",
+                   fused=impl == "fused")
+    x, y = (t.cuda() for t in _batch())
+    for step in range(3):
+        opt.zero_grad()
+        F.cross_entropy(model(x.to(memory_format=torch.channels_last)), y).backward()
+        if step > 0:  # the first step may compile (fused); every later step must not touch the host
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            opt.step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 import adamp
-from adamp import _projection
 from tests.optim.cases import OPTIMS, PROBLEM, max_rel_diff, run_steps
 from benchmarks.reference import load_reference
 
 STEPS = 50
-# "single-select": the single-tensor path with the device-side selection it uses on GPUs / under compile
-IMPLS = ["single", "single-select", "foreach", "fused"]
+# "single-select": the single-tensor path with the device-side selection it uses on GPUs / under compile;
+# "foreach-segmented": the multi-tensor path with the batched projection it uses on GPUs
+IMPLS = ["single", "single-select", "foreach", "foreach-segmented", "fused"]
 MATRIX = [(info, vid, impl) for info in OPTIMS for vid in info.variants for impl in IMPLS]
 
 
@@ -23,14 +23,8 @@ def reference():
     return load_reference()
 
 
-@pytest.fixture(autouse=True)
-def _select_on_device(request, monkeypatch):
-    if "single-select" in request.node.name:
-        monkeypatch.setattr(_projection, "BRANCH_ON_CPU", False)
-
-
 def _impl_kwargs(impl: str) -> dict:
-    return {"foreach": impl == "foreach", "fused": impl == "fused"}  # "single*": foreach=False
+    return {"foreach": impl.startswith("foreach"), "fused": impl == "fused"}  # "single*": foreach=False
 
 
 def _pair(info, reference, kwargs, impl, dtype=torch.float64):
@@ -115,7 +109,7 @@ def test_state_dict_interchange(reference, info, direction):
 
 
 @pytest.mark.parametrize("info", OPTIMS, ids=[i.name for i in OPTIMS])
-@pytest.mark.parametrize("impl", ["foreach", "fused"])
+@pytest.mark.parametrize("impl", ["foreach", "foreach-segmented", "fused"])
 def test_float32_paths_agree_with_single(info, impl):
     kwargs = list(info.variants.values())[1]
     single_params = PROBLEM.make_params(torch.float32)

@@ -1,0 +1,121 @@
+"""The projection of the multi-tensor path, batched over all tensors with segmented reductions.
+
+The per-row dot products of every >= 2-D tensor of a group are computed in one flat buffer: the
+elementwise products are written into it by ``_foreach`` kernels (one launch per ~100 tensors) and reduced
+per row by one ``segment_reduce``; the per-tensor tests, the choice of view and the per-row coefficients are
+computed on vectors of rows and tensors; the coefficients are expanded to elements with
+``repeat_interleave`` and applied with one ``_foreach_addcmul_``. The number of kernel launches no longer
+grows with the number of tensors, nothing is read back to the host, and the flat buffer is the only
+temporary of the parameters' size.
+
+Index vectors (row lengths, row-to-tensor map) are built once per set of shapes and cached on the device;
+they are copied from pinned memory without blocking, so even the first step does not synchronise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class _Layout:
+    numels: list[int]
+    numel: int
+    row_lengths: Tensor  # (R,) int64, length of every row of every tensor
+    rows_per_tensor: Tensor  # (T,) int64
+    row_tensor: Tensor  # (R,) int64, tensor index of every row
+    channel_bound: Tensor  # (T,) delta / sqrt(row length), in the math dtype
+    layer_bound: Tensor  # (T,) delta / sqrt(numel)
+    numel_counts: Tensor  # (T,) int64, elements per tensor
+
+
+_LAYOUTS: dict[tuple, _Layout] = {}
+
+
+def _to_device(values: list, dtype: torch.dtype, device: torch.device) -> Tensor:
+    host = torch.tensor(values, dtype=dtype)
+    if device.type == "cuda":
+        host = host.pin_memory()
+    return host.to(device, non_blocking=True)
+
+
+def _layout(params: list[Tensor], delta: float) -> _Layout:
+    key = (params[0].device, params[0].dtype, delta, tuple(tuple(p.shape) for p in params))
+    layout = _LAYOUTS.get(key)
+    if layout is None:
+        device, dtype = params[0].device, params[0].dtype
+        rows = [p.shape[0] for p in params]
+        numels = [p.numel() for p in params]
+        lengths = [n // r for n, r in zip(numels, rows)]
+        row_lengths = [length for length, r in zip(lengths, rows) for _ in range(r)]
+        row_tensor = [t for t, r in enumerate(rows) for _ in range(r)]
+        # The bounds are computed in double precision, as the official code does, then rounded once.
+        layout = _Layout(
+            numels=numels, numel=sum(numels),
+            row_lengths=_to_device(row_lengths, torch.int64, device),
+            rows_per_tensor=_to_device(rows, torch.int64, device),
+            row_tensor=_to_device(row_tensor, torch.int64, device),
+            channel_bound=_to_device([delta / math.sqrt(n) for n in lengths], dtype, device),
+            layer_bound=_to_device([delta / math.sqrt(n) for n in numels], dtype, device),
+            numel_counts=_to_device(numels, torch.int64, device),
+        )
+        if len(_LAYOUTS) > 64:  # models with many distinct groups: keep the cache bounded
+            _LAYOUTS.clear()
+        _LAYOUTS[key] = layout
+    return layout
+
+
+def _views(flat: Tensor, like: list[Tensor], numels: list[int]) -> list[Tensor]:
+    return [v.view(p.shape) for v, p in zip(flat.split(numels), like)]
+
+
+def segmented_projection(params: list[Tensor], grads: list[Tensor], updates: list[Tensor], delta: float,
+                         eps: float) -> Tensor:
+    """Project ``updates`` in place where the tensor looks scale-invariant; return the (T,) bool flags.
+
+    Same rule and the same decisions as :func:`adamp._projection.multi_tensor_projection` (up to the
+    rounding of the reductions' summation order); all tensors must share one device and dtype.
+    """
+    layout = _layout(params, delta)
+    flat = torch.empty(layout.numel, dtype=params[0].dtype, device=params[0].device)
+    views = _views(flat, params, layout.numels)
+
+    def row_dots(a: list[Tensor], b: list[Tensor]) -> Tensor:
+        torch._foreach_copy_(views, a)
+        torch._foreach_mul_(views, b)
+        return torch.segment_reduce(flat, "sum", lengths=layout.row_lengths)
+
+    gw, gg, ww, wu = row_dots(grads, params), row_dots(grads, grads), row_dots(params, params), row_dots(params, updates)
+    del flat, views
+
+    cos_rows = gw.abs() / (gg.sqrt().clamp_min(eps) * ww.sqrt().clamp_min(eps))
+    channel = torch.segment_reduce(cos_rows, "max", lengths=layout.rows_per_tensor) < layout.channel_bound
+    sums = torch.segment_reduce(torch.stack([gw, gg, ww, wu], dim=1), "sum", lengths=layout.rows_per_tensor, axis=0)
+    gw_l, gg_l, ww_l, wu_l = sums.unbind(1)
+    cos_layer = gw_l.abs() / (gg_l.sqrt().clamp_min(eps) * ww_l.sqrt().clamp_min(eps))
+    layer = (cos_layer < layout.layer_bound) & ~channel
+
+    # u - (ŵ·u) ŵ with ŵ = w / (||w|| + eps)  ==  u - w * (w·u) / (||w|| + eps)^2, per row or per tensor
+    coef_layer = (wu_l / (ww_l.sqrt() + eps).square())[layout.row_tensor]
+    coef = torch.where(channel[layout.row_tensor], wu / (ww.sqrt() + eps).square(),
+                       torch.where(layer[layout.row_tensor], coef_layer, 0.0))
+    per_element = torch.repeat_interleave(coef, layout.row_lengths, output_size=layout.numel)
+    torch._foreach_addcmul_(updates, params, _views(per_element, params, layout.numels), value=-1.0)
+    return channel | layer
+
+
+def apply_decay_(params: list[Tensor], flags: Tensor, scale_projected: float | Tensor,
+                 scale_plain: float | Tensor, delta: float) -> None:
+    """params[i] *= scale_projected if flags[i] else scale_plain, with one expansion and one foreach."""
+    layout = _layout(params, delta)
+    like = params[0]
+    if not isinstance(scale_projected, Tensor):
+        scale_projected = like.new_full((), scale_projected)
+        scale_plain = like.new_full((), scale_plain)
+    scales = torch.where(flags, scale_projected, scale_plain)
+    per_element = torch.repeat_interleave(scales, layout.numel_counts, output_size=layout.numel)
+    torch._foreach_mul_(params, _views(per_element, params, layout.numels))
