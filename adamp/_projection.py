@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._segmented import apply_decay_, segmented_projection
+
 
 #: On the CPU, branch on the test's outcome like the official code (reading a CPU flag costs nothing);
 #: False forces the device-side selection used on accelerators and under torch.compile (tests use both).
@@ -174,8 +176,6 @@ def project_and_decay_(params: list[Tensor], grads: list[Tensor], updates: list[
             torch._foreach_mul_(params, [decay_scale(f, p, scale_projected, scale_plain)
                                          for f, p in zip(flags, params)])
         return
-    from ._segmented import apply_decay_, segmented_projection
-
     flags = segmented_projection(params, grads, updates, delta, eps)
     if apply_decay:
         apply_decay_(params, flags, scale_projected, scale_plain, delta)

@@ -81,16 +81,16 @@ def segmented_projection(params: list[Tensor], grads: list[Tensor], updates: lis
     rounding of the reductions' summation order); all tensors must share one device and dtype.
     """
     layout = _layout(params, delta)
+    # Per-row g·w, g·g, w·w, w·u: each product written into the one flat buffer, then reduced per row.
     flat = torch.empty(layout.numel, dtype=params[0].dtype, device=params[0].device)
     views = _views(flat, params, layout.numels)
-
-    def row_dots(a: list[Tensor], b: list[Tensor]) -> Tensor:
+    dots = []
+    for a, b in ((grads, params), (grads, grads), (params, params), (params, updates)):
         torch._foreach_copy_(views, a)
         torch._foreach_mul_(views, b)
-        return torch.segment_reduce(flat, "sum", lengths=layout.row_lengths)
-
-    gw, gg, ww, wu = row_dots(grads, params), row_dots(grads, grads), row_dots(params, params), row_dots(params, updates)
+        dots.append(torch.segment_reduce(flat, "sum", lengths=layout.row_lengths))
     del flat, views
+    gw, gg, ww, wu = dots
 
     cos_rows = gw.abs() / (gg.sqrt().clamp_min(eps) * ww.sqrt().clamp_min(eps))
     channel = torch.segment_reduce(cos_rows, "max", lengths=layout.rows_per_tensor) < layout.channel_bound

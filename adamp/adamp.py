@@ -10,7 +10,7 @@ from torch import Tensor
 
 from . import _fused
 from ._base import LOW_PRECISION, ProjectedOptimizer, check_number
-from ._multi_tensor import chunks_by_numel, group_by_device_and_dtype, split_by_ndim, work_copies
+from ._multi_tensor import chunks_by_numel, split_by_ndim, work_copies
 from ._projection import add_scaled_, decay_scale, project_and_decay_, single_tensor_projection
 
 __all__ = ["AdamP", "adamp"]
