@@ -13,7 +13,7 @@ import torch
 
 from benchmarks.config.errors import ConfigError
 from benchmarks.data import wikitext as wt
-from benchmarks.models.transformer_xl import (AdaptiveLogSoftmax, RelMultiHeadAttn, TransformerXL, attention_mask,
+from benchmarks.models.transformer_xl import (RelMultiHeadAttn, TransformerXL, attention_mask,
                                               rel_shift)
 from benchmarks.tasks.base import RunContext
 from benchmarks.tasks.language_model import LanguageModel, evaluate_perplexity
