@@ -14,8 +14,13 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
+from torch import Tensor
 
 COMPILE_OPTIONS: dict[str, Any] = {"fullgraph": True}
+#: Compile the batched (segmented) projection instead of the per-tensor one: a constant number of kernels
+#: per step instead of a few per weight tensor. Off by default until it has been timed on a GPU
+#: (``python -m benchmarks.bench_step`` times both); tested on the CPU either way.
+SEGMENTED = False
 _COMPILED: dict[tuple[str, str], Callable] = {}
 
 
@@ -25,6 +30,17 @@ def compiled(kind: str, fn: Callable) -> Callable:
     if key not in _COMPILED:
         _COMPILED[key] = torch.compile(fn, **COMPILE_OPTIONS)
     return _COMPILED[key]
+
+
+def segmented_layout(params: list[Tensor], delta: float):
+    """The segmented layout of the >= 2-D tensors among ``params``, built eagerly (in the math dtype)."""
+    from ._segmented import layout_for
+
+    multi = [p for p in params if p.ndim >= 2]
+    if not multi:
+        return None
+    dtype = torch.float32 if multi[0].dtype in (torch.float16, torch.bfloat16) else multi[0].dtype
+    return layout_for([tuple(p.shape) for p in multi], multi[0].device, dtype, delta)
 
 
 def as_device_scalars(values: dict[str, float], device: torch.device, dtype: torch.dtype) -> dict[str, Any]:

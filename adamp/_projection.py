@@ -160,22 +160,23 @@ SEGMENTED_ON_CPU = False
 
 def project_and_decay_(params: list[Tensor], grads: list[Tensor], updates: list[Tensor], delta: float,
                        eps: float, apply_decay: bool, scale_projected: float | Tensor,
-                       scale_plain: float | Tensor) -> None:
+                       scale_plain: float | Tensor, layout=None) -> None:
     """The projection and the flag-dependent decay of the multi-tensor paths (tensors with >= 2 dims).
 
     On accelerators, one batched pass over all tensors (:mod:`adamp._segmented`), whose number of kernel
     launches does not grow with the number of tensors; on the CPU and under ``torch.compile`` (which fuses
-    per tensor), the per-tensor formulation.
+    per tensor), the per-tensor formulation, unless a compiled step passes a precomputed segmented
+    ``layout`` (see ``adamp._fused.SEGMENTED``).
     """
     if not params:
         return
-    per_tensor = torch.compiler.is_compiling() or (params[0].device.type == "cpu" and not SEGMENTED_ON_CPU)
-    if per_tensor:
+    if layout is None and (torch.compiler.is_compiling() or (params[0].device.type == "cpu"
+                                                             and not SEGMENTED_ON_CPU)):
         flags = multi_tensor_projection(params, grads, updates, delta, eps)
         if apply_decay:
             torch._foreach_mul_(params, [decay_scale(f, p, scale_projected, scale_plain)
                                          for f, p in zip(flags, params)])
         return
-    flags = segmented_projection(params, grads, updates, delta, eps)
+    flags = segmented_projection(params, grads, updates, delta, eps, layout)
     if apply_decay:
-        apply_decay_(params, flags, scale_projected, scale_plain, delta)
+        apply_decay_(params, flags, scale_projected, scale_plain, delta, layout)

@@ -43,13 +43,17 @@ def _to_device(values: list, dtype: torch.dtype, device: torch.device) -> Tensor
     return host.to(device, non_blocking=True)
 
 
-def _layout(params: list[Tensor], delta: float) -> _Layout:
-    key = (params[0].device, params[0].dtype, delta, tuple(tuple(p.shape) for p in params))
+def layout_for(shapes: list[tuple[int, ...]], device: torch.device, dtype: torch.dtype, delta: float) -> _Layout:
+    """The (cached) index vectors for tensors of these shapes; ``dtype`` is the one the math runs in.
+
+    Called eagerly: a compiled step receives the layout as an argument instead of building it, since
+    pinned host memory and the cache are not things to trace.
+    """
+    key = (device, dtype, delta, tuple(shapes))
     layout = _LAYOUTS.get(key)
     if layout is None:
-        device, dtype = params[0].device, params[0].dtype
-        rows = [p.shape[0] for p in params]
-        numels = [p.numel() for p in params]
+        rows = [s[0] for s in shapes]
+        numels = [math.prod(s) for s in shapes]
         lengths = [n // r for n, r in zip(numels, rows)]
         row_lengths = [length for length, r in zip(lengths, rows) for _ in range(r)]
         row_tensor = [t for t, r in enumerate(rows) for _ in range(r)]
@@ -73,14 +77,18 @@ def _views(flat: Tensor, like: list[Tensor], numels: list[int]) -> list[Tensor]:
     return [v.view(p.shape) for v, p in zip(flat.split(numels), like)]
 
 
+def _layout(params: list[Tensor], delta: float) -> _Layout:
+    return layout_for([tuple(p.shape) for p in params], params[0].device, params[0].dtype, delta)
+
+
 def segmented_projection(params: list[Tensor], grads: list[Tensor], updates: list[Tensor], delta: float,
-                         eps: float) -> Tensor:
+                         eps: float, layout: _Layout | None = None) -> Tensor:
     """Project ``updates`` in place where the tensor looks scale-invariant; return the (T,) bool flags.
 
     Same rule and the same decisions as :func:`adamp._projection.multi_tensor_projection` (up to the
     rounding of the reductions' summation order); all tensors must share one device and dtype.
     """
-    layout = _layout(params, delta)
+    layout = layout or _layout(params, delta)
     # Per-row g·w, g·g, w·w, w·u: each product written into the one flat buffer, then reduced per row.
     flat = torch.empty(layout.numel, dtype=params[0].dtype, device=params[0].device)
     views = _views(flat, params, layout.numels)
@@ -109,9 +117,9 @@ def segmented_projection(params: list[Tensor], grads: list[Tensor], updates: lis
 
 
 def apply_decay_(params: list[Tensor], flags: Tensor, scale_projected: float | Tensor,
-                 scale_plain: float | Tensor, delta: float) -> None:
+                 scale_plain: float | Tensor, delta: float, layout: _Layout | None = None) -> None:
     """params[i] *= scale_projected if flags[i] else scale_plain, with one expansion and one foreach."""
-    layout = _layout(params, delta)
+    layout = layout or _layout(params, delta)
     like = params[0]
     if not isinstance(scale_projected, Tensor):
         scale_projected = like.new_full((), scale_projected)

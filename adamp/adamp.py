@@ -183,17 +183,22 @@ def _multi_tensor_adamp(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, lr
     for (device, dtype, step), idx in by_key.items():
         scalars = dict(step_size=-lr / (1 - beta1**step), sqrt_bc2=math.sqrt(1 - beta2**step),
                        scale_projected=1 - lr * weight_decay * wd_ratio, scale_plain=1 - lr * weight_decay * 1)
+        pick = (lambda lst: [lst[i] for i in idx]) if len(by_key) > 1 else (lambda lst: lst)
+        layouts = None
         if _compiled:
             scalars = _fused.as_device_scalars(scalars, device, dtype)
-        pick = (lambda lst: [lst[i] for i in idx]) if len(by_key) > 1 else (lambda lst: lst)
+            if _fused.SEGMENTED:
+                layouts = [_fused.segmented_layout([pick(params)[i] for i in chunk], delta)
+                           for chunk in chunks_by_numel(pick(params))]
         core(pick(params), pick(grads), pick(exp_avgs), pick(exp_avg_sqs), **scalars, beta1=beta1,
              beta2=beta2, eps=eps, apply_decay=weight_decay > 0, delta=delta, nesterov=nesterov,
-             maximize=maximize)
+             maximize=maximize, layouts=layouts)
 
 
 def _multi_tensor_adamp_core(ps, gs, ms, vs, *, step_size, sqrt_bc2, scale_projected, scale_plain, beta1,
-                             beta2, eps, apply_decay, delta, nesterov, maximize):
-    """One device, one dtype, one step count; scalars are Python numbers or 0-d tensors."""
+                             beta2, eps, apply_decay, delta, nesterov, maximize, layouts=None):
+    """One device, one dtype, one step count; scalars are Python numbers or 0-d tensors; ``layouts``: one
+    precomputed segmented layout per chunk (compiled segmented variant) or None."""
     ws, gs = work_copies(ps, gs, maximize)
 
     torch._foreach_mul_(ms, beta1)
@@ -201,7 +206,7 @@ def _multi_tensor_adamp_core(ps, gs, ms, vs, *, step_size, sqrt_bc2, scale_proje
     torch._foreach_mul_(vs, beta2)
     torch._foreach_addcmul_(vs, gs, gs, value=1 - beta2)
 
-    for idx in chunks_by_numel(ws):
+    for k, idx in enumerate(chunks_by_numel(ws)):
         w, g, m, v = ([lst[i] for i in idx] for lst in (ws, gs, ms, vs))
         denom = torch._foreach_sqrt(v)
         torch._foreach_div_(denom, sqrt_bc2)
@@ -216,7 +221,7 @@ def _multi_tensor_adamp_core(ps, gs, ms, vs, *, step_size, sqrt_bc2, scale_proje
 
         multi, flat = split_by_ndim(list(range(len(idx))), w)
         project_and_decay_([w[i] for i in multi], [g[i] for i in multi], [update[i] for i in multi], delta, eps,
-                           apply_decay, scale_projected, scale_plain)
+                           apply_decay, scale_projected, scale_plain, layouts[k] if layouts else None)
         if flat and apply_decay:
             torch._foreach_mul_([w[i] for i in flat], scale_plain)
         add_scaled_(w, update, step_size)

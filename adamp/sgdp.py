@@ -174,14 +174,18 @@ def _multi_tensor_sgdp(params, grads, momentum_buffers, *, lr, momentum, dampeni
     scale_projected, scale_plain = _decay_scales(lr, weight_decay, wd_ratio, momentum)
     for ps, gs, bufs in group_by_device_and_dtype([params, grads, momentum_buffers]):
         scalars = dict(neg_lr=-lr, scale_projected=scale_projected, scale_plain=scale_plain)
+        layout = None
         if _compiled:
             scalars = _fused.as_device_scalars(scalars, ps[0].device, ps[0].dtype)
+            if _fused.SEGMENTED:
+                layout = _fused.segmented_layout(ps, delta)
         core(ps, gs, bufs, **scalars, momentum=momentum, dampening=dampening, apply_decay=weight_decay > 0,
-             nesterov=nesterov, eps=eps, delta=delta, project_buffer=project_buffer, maximize=maximize)
+             nesterov=nesterov, eps=eps, delta=delta, project_buffer=project_buffer, maximize=maximize,
+             layout=layout)
 
 
 def _multi_tensor_sgdp_core(ps, gs, bufs, *, neg_lr, scale_projected, scale_plain, momentum, dampening,
-                            apply_decay, nesterov, eps, delta, project_buffer, maximize):
+                            apply_decay, nesterov, eps, delta, project_buffer, maximize, layout=None):
     ws, gs = work_copies(ps, gs, maximize)
     torch._foreach_mul_(bufs, momentum)
     torch._foreach_add_(bufs, gs, alpha=1 - dampening)
@@ -193,7 +197,7 @@ def _multi_tensor_sgdp_core(ps, gs, bufs, *, neg_lr, scale_projected, scale_plai
 
     multi, flat = split_by_ndim(list(range(len(ws))), ws)
     project_and_decay_([ws[i] for i in multi], [gs[i] for i in multi], [updates[i] for i in multi], delta, eps,
-                       apply_decay, scale_projected, scale_plain)
+                       apply_decay, scale_projected, scale_plain, layout)
     if flat and apply_decay:
         torch._foreach_mul_([ws[i] for i in flat], scale_plain)
     if updates is bufs:

@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -54,11 +54,28 @@ def build_params(name: str, device: torch.device) -> list[torch.nn.Parameter]:
     return [torch.nn.Parameter(p.detach().to(device)) for p in model.parameters()]
 
 
+class _FusedSegmented:
+    """Steps an optimizer with ``adamp._fused.SEGMENTED`` on: the fused path compiling the batched
+    projection (a candidate default, timed here beside the per-tensor fused path)."""
+
+    def __init__(self, opt: torch.optim.Optimizer):
+        self.opt = opt
+
+    def step(self) -> None:
+        from adamp import _fused
+
+        _fused.SEGMENTED = True
+        try:
+            self.opt.step()
+        finally:
+            _fused.SEGMENTED = False
+
+
 @dataclass
 class Entry:
     label: str
     family: str  # "adamp", "sgdp", "adam", "sgd"
-    make: Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
+    make: Callable[[list[torch.nn.Parameter]], Any]  # anything with .step()
 
 
 def entries(device: torch.device, with_reference: bool) -> list[Entry]:
@@ -69,9 +86,13 @@ def entries(device: torch.device, with_reference: bool) -> list[Entry]:
         Entry("adamp single (ours)", "adamp", lambda p: adamp.AdamP(p, **adamp_kw, foreach=False)),
         Entry("adamp foreach (ours)", "adamp", lambda p: adamp.AdamP(p, **adamp_kw, foreach=True)),
         Entry("adamp fused (ours)", "adamp", lambda p: adamp.AdamP(p, **adamp_kw, fused=True)),
+        Entry("adamp fused-segmented (ours)", "adamp",
+              lambda p: _FusedSegmented(adamp.AdamP(p, **adamp_kw, fused=True))),
         Entry("sgdp single (ours)", "sgdp", lambda p: adamp.SGDP(p, **sgdp_kw, foreach=False)),
         Entry("sgdp foreach (ours)", "sgdp", lambda p: adamp.SGDP(p, **sgdp_kw, foreach=True)),
         Entry("sgdp fused (ours)", "sgdp", lambda p: adamp.SGDP(p, **sgdp_kw, fused=True)),
+        Entry("sgdp fused-segmented (ours)", "sgdp",
+              lambda p: _FusedSegmented(adamp.SGDP(p, **sgdp_kw, fused=True))),
         Entry("torch adamw foreach", "adam", lambda p: torch.optim.AdamW(p, **adamp_kw, foreach=True)),
         Entry("torch adamw fused", "adam", lambda p: torch.optim.AdamW(p, **adamp_kw, fused=True)),
         Entry("torch adam foreach", "adam", lambda p: torch.optim.Adam(p, lr=1e-6, foreach=True)),
@@ -110,7 +131,7 @@ def bench_model(model: str, device: torch.device, rounds: int, steps: int, warmu
     for p in params:
         p.grad = torch.randn(p.shape, generator=gen, device=device) * 1e-2
     chosen = [e for e in entries(device, with_reference) if only is None or only in e.label]
-    live: list[tuple[Entry, torch.optim.Optimizer, float]] = []
+    live: list[tuple[Entry, Any, float]] = []
     for e in chosen:
         # each optimizer gets its own param copy (same grads) so in-place updates never interact
         own = [torch.nn.Parameter(p.detach().clone()) for p in params]

@@ -410,3 +410,14 @@ def test_cuda_matches_cpu_and_bf16_trains(weight_norm):
         loss.backward()
         assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in gpu.parameters())
         opt.step()
+
+
+def test_named_subfolder_wins_over_token_files_in_the_root(tmp_path):
+    from benchmarks.data.wikitext import FILE_NAMES, SPLITS, resolve_root
+
+    for folder in (tmp_path, tmp_path / "wikitext-103"):
+        folder.mkdir(exist_ok=True)
+        for split in SPLITS:
+            (folder / FILE_NAMES[split]).write_text("a b\n")
+    assert resolve_root(tmp_path, "wikitext-103") == tmp_path / "wikitext-103"
+    assert resolve_root(tmp_path, "wikitext-2") == tmp_path

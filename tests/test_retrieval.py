@@ -381,6 +381,24 @@ def test_recall_and_nmi_on_separable_embeddings():
         recall_at_k(emb, labels, ks=(0,))
 
 
+def test_non_finite_embeddings_never_score_as_hits():
+    # a model whose weights went NaN under triplet loss keeps a finite loss (the semi-hard miner finds no
+    # triplets among NaN distances), so evaluation must not turn NaN similarities into perfect recall
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    nan = torch.full((6, 4), float("nan"))
+    got = recall_at_k(nan, labels, ks=(1, 2))
+    assert set(got) == {1, 2} and all(np.isnan(v) for v in got.values())
+    # one NaN gallery item (a positive of the query) is enough to make the ranking undefined
+    gallery = torch.eye(3)
+    gallery[1] = float("nan")
+    got = recall_at_k(torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([7]), gallery, torch.tensor([1, 7, 2]),
+                      ks=(1,))
+    assert np.isnan(got[1])
+    with pytest.raises(ValueError, match="non-finite"):
+        first_positive_rank(nan, labels)
+    assert np.isnan(nmi(nan, labels))
+
+
 # ------------------------------------------------------------------------------------------------------
 # model
 # ------------------------------------------------------------------------------------------------------

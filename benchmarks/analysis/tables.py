@@ -46,7 +46,8 @@ ResNet18 row in the paper, so t02 also takes ResNet18 runs of t01 for a cell tha
 A tagged run whose fields match no cell is listed under its table ("unmatched"), never dropped.
 
 Comparable or not: a cell is "not comparable" when its runs are shortened (:func:`reduced_reason`:
-``tags.reduced``, ``tags.smoke`` or a ``smoke`` column true, ``train.max_steps`` set, a data subset such as
+``tags.reduced``, ``tags.smoke`` or a ``smoke`` column true, ``train.max_steps`` set (t07: below the
+Transformer-XL recipe's 200k steps, which its config sets as ``train.max_steps``), a data subset such as
 ``data.max_clips`` / ``data.max_train_tokens`` / ``data.max_eval_tokens``, classification's
 ``data.train_fraction`` / ``data.val_fraction`` below 1), use another data set than the paper's cell (a
 stand-in such as ``synthetic`` text, or a data set that cannot be recognised: set ``tags.dataset`` then), or
@@ -235,14 +236,29 @@ def canonical_label(field_name: str, value: Any, labels: Iterable[str]) -> str |
     return None
 
 
+#: ``data.name`` values of generic loaders, which do not say which data set they read (``tags.dataset`` does)
+GENERIC_DATA_NAMES = ("imagefolder",)
+
+
 def run_dataset(row: pd.Series) -> str | None:
-    """The paper label of the data set a run used (``tags.dataset`` first), or None when unknown."""
+    """The paper label of the data set a run used, or None when unknown.
+
+    ``data.name`` decides when it names a data set: a paper config's ``tags.dataset`` stays on a run whose
+    ``data.name`` was switched to a stand-in (``synthetic``, ``wikitext-2``, ``digits``), and such a run did
+    not use the paper's data. ``tags.dataset`` is read only for a generic loader (``imagefolder``) or a run
+    without ``data.name``.
+    """
     known = set(ALIASES["dataset"].values())
-    for value in (_get(row, "tags.dataset"), _get(row, "data.name")):
-        label = canonical_label("dataset", value, known)
-        if label is not None:
-            return label
-    if norm(_get(row, "data.name")) == "imagefolder":
+    data_name = _get(row, "data.name")
+    label = canonical_label("dataset", data_name, known)
+    if label is not None:
+        return label
+    if not _missing(data_name) and norm(data_name) not in {norm(n) for n in GENERIC_DATA_NAMES}:
+        return None
+    label = canonical_label("dataset", _get(row, "tags.dataset"), known)
+    if label is not None:
+        return label
+    if norm(data_name) == "imagefolder":
         root = str(_get(row, "data.root") or "")
         if re.search(r"imagenet|ilsvrc", root, re.I) and not re.search(
             r"imagenette|imagewoof|tiny|mini|\d+class", root, re.I
@@ -319,14 +335,25 @@ def run_field(row: pd.Series, name: str, labels: Sequence[str]) -> str | None:
 SUBSET_KEYS = ("data.max_clips", "data.max_train_tokens", "data.max_eval_tokens", "data.max_samples")
 
 
-def reduced_reason(row: pd.Series) -> str | None:
-    """Why a run is a shortened setting (None when it is a full one)."""
+def reduced_reason(row: pd.Series, full_max_steps: int | None = None) -> str | None:
+    """Why a run is a shortened setting (None when it is a full one).
+
+    ``full_max_steps``: the step budget of the paper's recipe when that recipe is defined by a step count
+    (Transformer-XL); ``train.max_steps`` at or above it is the full recipe, not a shortened run.
+    """
     for key in ("tags.reduced", "tags.smoke", "smoke", "run.smoke", "meta.smoke"):
         if _truthy(_get(row, key)):
             return f"{key} is set"
     max_steps = _get(row, "train.max_steps")
     if not _missing(max_steps):
-        return f"train.max_steps={max_steps}"
+        try:
+            full = full_max_steps is not None and float(max_steps) >= full_max_steps
+        except (TypeError, ValueError):
+            full = False
+        if not full:
+            return f"train.max_steps={max_steps}" + (
+                f" (paper recipe: {full_max_steps})" if full_max_steps is not None else ""
+            )
     for key in SUBSET_KEYS:
         if not _missing(_get(row, key)):
             return f"{key}={_get(row, key)}"
@@ -403,6 +430,8 @@ class PaperTableSpec:
     shared_filter: Callable[[pd.Series, Mapping[str, str]], bool] = lambda row, key: True
     #: a run's setting that differs from the paper's in a way not covered by reduced_reason (None: same)
     setting_differs: Callable[[pd.Series], str | None] = lambda row: None
+    #: optimizer steps of the paper's recipe when the recipe is a step budget (see :func:`reduced_reason`)
+    full_max_steps: int | None = None
     note: str = ""
 
 
@@ -489,6 +518,8 @@ SPECS: dict[str, PaperTableSpec] = {
             match_fields=("model", "optimizer"),
             baseline=_opt_baseline({"AdamP": "AdamW"}),
             name_rule=lambda row, f: _task_is(row, "language_model"),
+            # Transformer-XL's WikiText-103 base recipe (configs/lm/base.yaml) is 200k optimizer steps
+            full_max_steps=200_000,
         ),
     )
 }
@@ -575,6 +606,7 @@ def _stats(
     paper_metric: str,
     paper_dataset: str | None,
     setting_differs: Callable[[pd.Series], str | None] = lambda row: None,
+    full_max_steps: int | None = None,
 ) -> dict[str, Any]:
     """Statistics of one cell; prefers comparable runs (see module docstring)."""
     out: dict[str, Any] = {
@@ -597,7 +629,7 @@ def _stats(
     out["n_pending"] = int((~statuses.isin((compare.DONE, *compare.FAILED_STATUSES))).sum())
     reasons = {}
     for idx, row in runs.iterrows():
-        reason = reduced_reason(row)
+        reason = reduced_reason(row, full_max_steps)
         if reason is None and paper_dataset is not None:
             used = run_dataset(row)
             data_name = _get(row, "data.name")
@@ -662,7 +694,7 @@ def paper_table(results: pd.DataFrame, table_id: str, paper_dir: Path | None = N
         if runs.empty and not shared.empty:
             runs = _cell_runs(shared, key, spec.match_fields)
             used_shared = not runs.empty
-        st = _stats(runs, prow["metric"], prow.get("dataset"), spec.setting_differs)
+        st = _stats(runs, prow["metric"], prow.get("dataset"), spec.setting_differs, spec.full_max_steps)
         st["shared"] = used_shared
         stats_by_cell[(tuple(key.items()), prow["metric"])] = st
     for _, prow in paper.iterrows():
@@ -771,7 +803,8 @@ def _paper_caption(spec: PaperTableSpec, metrics: Sequence[str]) -> str:
         f"paper's number. Δ paper = ours − paper; Δ baseline = ours − our baseline cell (paper's in brackets).{extra} "
         "Verdict: reproduced if |ours − paper| ≤ max(2·std, absolute tolerance) and the sign of Δ baseline "
         "matches the paper's (when our baseline cell has comparable runs); not comparable when the runs are "
-        "shortened (tags.reduced/smoke, train.max_steps, data fractions < 1) or use another data set; missing "
+        "shortened (tags.reduced/smoke, train.max_steps below the recipe's, data subsets or fractions < 1) or use "
+        "another data set; missing "
         f"when the cell has no finished run. Absolute tolerances: {tols}."
     )
 
@@ -1162,7 +1195,8 @@ def to_latex(table: Table) -> str:
         r"\centering",
         r"\scriptsize",
         rf"\caption{{{latex_escape(table.title)}. {latex_escape(table.caption)}}}",
-        rf"\label{{tab:{latex_escape(table.name)}}}",
+        # a label is a reference key, not text: escapes such as \_ break \ref ("Missing \endcsname")
+        rf"\label{{tab:{re.sub(r'[^A-Za-z0-9_.:-]', '-', table.name)}}}",
         r"\begin{tabular}{" + "l" * len(cols) + "}",
         r"\toprule",
         " & ".join(latex_escape(c) for c in cols) + r" \\",

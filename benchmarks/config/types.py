@@ -79,6 +79,14 @@ def check_finite(value: Any, path: str) -> None:
     """Reject NaN/inf numbers, which never make sense as hyper-parameters and break canonical JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"`{path}` must be a finite number, got {value!r}")
+    # Inside lists and mappings too: the run id's canonical JSON cannot hold NaN/inf anywhere, and without
+    # this a value like `milestones: [30, .inf]` failed later with a bare ValueError instead of exit code 2.
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_finite(item, f"{path}[{i}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_finite(item, f"{path}.{key}")
 
 
 __all__ = ["check_finite", "coerce_like", "describe_type"]

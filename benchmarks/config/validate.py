@@ -72,9 +72,15 @@ def _task_class(name: str):
     from benchmarks.training.loop import resolve_task_class
 
     try:
-        return resolve_task_class(name)
+        cls = resolve_task_class(name)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"task `{name}` cannot be imported: {type(exc).__name__}: {exc}") from None
+    from benchmarks.tasks.base import Task
+
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        # otherwise the config validates (no defaults to check against) and every run fails at start
+        raise ConfigError(f"task `{name}` is {cls!r}, not a subclass of benchmarks.tasks.base.Task")
+    return cls
 
 
 def resolve_section(values: Any, defaults: Mapping[str, Any], path: str, where: str = "",
@@ -167,6 +173,12 @@ def resolve_schedule(value: Any) -> dict[str, Any]:
 _CONSTRUCTIBLE: set[str] = set()
 
 
+def _item_key(item: tuple[Any, Any]) -> str:
+    """Sort key of a section's items for cache keys: a YAML key may be an int or bool (``1:``, ``on:``),
+    which plain sorting cannot compare with strings; such keys must reach the ConfigError that names them."""
+    return repr(item[0])
+
+
 def _check_constructible(opt: dict[str, Any]) -> None:
     """Build the optimizer once on a dummy parameter, so that its own argument checks (lr < 0, betas out of
     range, nesterov without momentum, ...) fail before launch and not inside a job hours later."""
@@ -174,7 +186,7 @@ def _check_constructible(opt: dict[str, Any]) -> None:
 
     from benchmarks.registry import build_optimizer
 
-    key = repr(sorted(opt.items()))
+    key = repr(sorted(opt.items(), key=_item_key))
     if key in _CONSTRUCTIBLE:
         return
     try:
@@ -197,7 +209,7 @@ def resolve_optimizer(value: Any) -> dict[str, Any]:
     """
     from benchmarks.registry import resolve_optimizer_config
 
-    key = repr(sorted(value.items())) if isinstance(value, dict) else None
+    key = repr(sorted(value.items(), key=_item_key)) if isinstance(value, dict) else None
     if key is not None and key in _OPTIMIZER_CACHE:
         return copy_tree(_OPTIMIZER_CACHE[key])
     resolved = resolve_optimizer_config(value)

@@ -104,12 +104,14 @@ class MissingDataError(FileNotFoundError):
 
 # ----------------------------------------------------------------------------------------------- reading
 def resolve_root(root: str | os.PathLike, name: str | None = None) -> Path:
-    """Return the folder that holds ``wiki.{train,valid,test}.tokens``: ``root`` itself or ``root/<name>``.
+    """Return the folder that holds ``wiki.{train,valid,test}.tokens``: ``root/<name>`` or ``root`` itself.
 
-    Raises :class:`MissingDataError` naming the first missing file and the layout that is expected.
+    The named sub-folder is preferred, so a root holding several releases side by side (and perhaps token
+    files of its own) loads the corpus that was asked for. Raises :class:`MissingDataError` naming the first
+    missing file and the layout that is expected.
     """
     root = Path(root).expanduser()
-    candidates = [root] + ([root / name] if name else [])
+    candidates = ([root / name] if name else []) + [root]
     for cand in candidates:
         if all((cand / FILE_NAMES[s]).is_file() for s in SPLITS):
             return cand

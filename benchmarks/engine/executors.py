@@ -26,6 +26,7 @@ import importlib
 import multiprocessing
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
@@ -278,17 +279,34 @@ class LocalExecutor(Executor):
         return entries
 
 
+#: seconds to wait for a dead worker's run lock (its killed siblings and their children exit within that)
+CRASH_LOCK_WAIT_S = 10.0
+
+
 def _record_worker_crash(spec: RunSpec, exc: BaseException) -> None:
-    """A worker that died (killed, out of memory) never wrote its final record: write ``failed`` for it."""
+    """A worker that died (killed, out of memory) never wrote its final record: write ``failed`` for it.
+
+    Only under the run's lock: once the dead worker's lock is gone, another sweep sharing the OUT folder may
+    already have taken the run over, and its record must not be overwritten with this one's failure.
+    """
     from benchmarks import store
 
-    record = store.read_record(spec.run_dir) or {"run_id": spec.run_id, "config": spec.config, "metrics": {},
-                                                 "timing": {}, "env": store.collect_env(None)}
-    if record.get("status") in store.FINISHED:
-        return
-    record["status"] = "failed"
-    record["error"] = f"worker process died: {type(exc).__name__}: {exc}"
-    store.write_record(spec.run_dir, record)
+    lock = store.RunLock(spec.run_dir)
+    deadline = time.monotonic() + CRASH_LOCK_WAIT_S
+    while not lock.acquire():
+        if time.monotonic() >= deadline:
+            return  # a live process owns the run; it writes the record
+        time.sleep(0.05)
+    try:
+        record = store.read_record(spec.run_dir) or {"run_id": spec.run_id, "config": spec.config, "metrics": {},
+                                                     "timing": {}, "env": store.collect_env(None)}
+        if record.get("status") in store.FINISHED:
+            return
+        record["status"] = "failed"
+        record["error"] = f"worker process died: {type(exc).__name__}: {exc}"
+        store.write_record(spec.run_dir, record)
+    finally:
+        lock.release()
 
 
 __all__ = ["EXECUTORS", "DebugExecutor", "Executor", "LocalExecutor", "SweepProgress", "detect_gpus", "get_executor"]

@@ -96,7 +96,8 @@ def resolve_file(path: str | os.PathLike, overrides: Sequence[str] = (), smoke: 
                 set_dotted(run, key, json.loads(json.dumps(value)), source=f"--set {key}")
             resolved = resolve_config(run)
             raw_opt = run.get("optimizer") or {}
-            key = repr(sorted(raw_opt.items())) if isinstance(raw_opt, dict) else repr(raw_opt)
+            key = repr(sorted(raw_opt.items(), key=lambda item: repr(item[0]))) if isinstance(raw_opt, dict) \
+                else repr(raw_opt)
             if key not in warned_for:
                 warned_for.add(key)
                 for w in recipe_warnings(resolved, raw_opt):

@@ -51,6 +51,8 @@ def first_positive_rank(
     Similarity is the dot product (cosine similarity for L2-normalised embeddings). With ``gallery=None``
     the query set is its own gallery and each query is excluded from its own ranking (leave-one-out, the
     CUB/Cars/SOP protocol). Exact for any ``chunk_size``: only the query dimension is chunked.
+    Non-finite embeddings raise ``ValueError``: NaN compares false with everything, which would put a NaN
+    best positive at rank 0.
     """
     same_set = gallery is None
     if same_set:
@@ -59,6 +61,10 @@ def first_positive_rank(
         raise ValueError("gallery_labels is required when a gallery is given")
     _check_inputs(query, query_labels, "query")
     _check_inputs(gallery, gallery_labels, "gallery")
+    for what, emb in (("query", query), ("gallery", gallery)):
+        bad = int((~torch.isfinite(emb)).any(dim=1).sum())
+        if bad:
+            raise ValueError(f"{bad} {what} embeddings are non-finite (NaN/inf); ranks are undefined")
     if query.shape[1] != gallery.shape[1]:
         raise ValueError(f"query dim {query.shape[1]} != gallery dim {gallery.shape[1]}")
     if chunk_size < 1:
@@ -108,11 +114,14 @@ def recall_at_k(
 
     Queries without any positive in the gallery count as misses (they cannot retrieve a match); none of the
     four standard benchmarks has such queries. See :func:`first_positive_rank` for the ranking convention.
+    Non-finite (NaN/inf) embeddings, e.g. of a diverged model, give NaN for every K.
     """
     if not ks or any(int(k) < 1 for k in ks):
         raise ValueError(f"ks must be positive integers, got {list(ks)}")
     if query.shape[0] == 0:
         raise ValueError("recall_at_k needs at least one query")
+    if not all(bool(torch.isfinite(e).all()) for e in (query, gallery) if e is not None):
+        return {int(k): float("nan") for k in ks}
     ranks = first_positive_rank(query, query_labels, gallery, gallery_labels, chunk_size=chunk_size)
     found = ranks >= 0
     n = ranks.numel()
@@ -123,12 +132,14 @@ def nmi(embeddings: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray
     """Normalised mutual information between k-means clusters (k = number of classes) and the labels.
 
     k-means and the score come from scikit-learn; ``n_init=1`` with a fixed seed keeps it deterministic
-    (the metric-learning literature runs a single k-means).
+    (the metric-learning literature runs a single k-means). Non-finite embeddings give NaN.
     """
     from sklearn.cluster import KMeans
     from sklearn.metrics import normalized_mutual_info_score
 
     x = embeddings.detach().float().cpu().numpy() if isinstance(embeddings, torch.Tensor) else np.asarray(embeddings)
+    if not np.all(np.isfinite(x)):
+        return float("nan")
     y = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     n_clusters = int(np.unique(y).size)
     if n_clusters < 2 or x.shape[0] < n_clusters:

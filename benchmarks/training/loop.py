@@ -158,7 +158,8 @@ def lr_factor(schedule: Mapping[str, Any], epoch: float, total_epochs: float, wa
               step: int) -> float:
     """Multiplier of the base learning rate at optimizer step ``step`` (= ``epoch`` epochs of progress)."""
     if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
+        # capped: with a fractional number of warmup steps the last one would otherwise exceed the base lr
+        return min(1.0, (step + 1) / warmup_steps)
     name = schedule["name"]
     if name == "constant":
         return 1.0
@@ -474,11 +475,14 @@ def train(config: Mapping[str, Any], run_dir: Path, ctx_extra: Mapping[str, Any]
     primary = next(iter(metric_names.items()), None)
     last_eval: dict[str, float] = {}
     best: float | None = None
+    last_val_step = -1
     for line in _read_history(history_path) if resumed_from is not None else []:
         if line.get("split") == "val":
+            last_val_step = int(line.get("step", -1))
             last_eval = {k: v for k, v in line.items() if k not in ("step", "epoch", "split")}
-            if primary and primary[0] in last_eval:
-                value = last_eval[primary[0]]
+            value = last_eval.get(primary[0]) if primary else None
+            # the same filter as evaluate(): a NaN/inf evaluation never counts as the best
+            if isinstance(value, (int, float)) and math.isfinite(value):
                 best = value if best is None else (max(best, value) if primary[1] == "max" else min(best, value))
 
     total_steps = None
@@ -570,7 +574,7 @@ def train(config: Mapping[str, Any], run_dir: Path, ctx_extra: Mapping[str, Any]
     try:
         model.train()
         epoch = start_epoch
-        evaluated_at_step = -1
+        evaluated_at_step = last_val_step
         while epoch < epochs and not stop:
             progress_state["epoch"] = float(epoch)
             batches: Iterator[Any] = iter(task.train_batches(epoch))
@@ -659,7 +663,11 @@ def train(config: Mapping[str, Any], run_dir: Path, ctx_extra: Mapping[str, Any]
                 # epoch length unknown up front: the gradient of the epoch's last step is still in .grad
                 history.write({"step": step, "epoch": epoch + 1, "split": "diag", **collect(_unwrap(model), optimizer)})
             epoch += 1
-        if status == "done" and evaluated_at_step != step and not last_eval:
+        if status == "done" and evaluated_at_step != step:
+            # Only reachable on a resume from a checkpoint written at the run's last step (a preemption
+            # there comes before the final evaluation): evaluate as the uninterrupted run did at the end
+            # of the epoch it stopped in, instead of reporting an older evaluation as final.
+            epoch += 1
             evaluate(epoch)
     finally:
         history.close()

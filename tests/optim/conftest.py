@@ -1,10 +1,11 @@
 """Implementation variants that only run on accelerators by default are forced on the CPU by test id:
-"single-select" (device-side selection of the single-tensor path) and "foreach-segmented" (the batched
-projection of the multi-tensor path)."""
+"single-select" (device-side selection of the single-tensor path), "foreach-segmented" (the batched
+projection of the multi-tensor path) and "fused-segmented" (the fused path compiling the batched projection,
+adamp._fused.SEGMENTED)."""
 
 import pytest
 
-from adamp import _projection
+from adamp import _fused, _projection
 
 
 @pytest.fixture(autouse=True)
@@ -13,3 +14,5 @@ def _accelerator_variants_on_cpu(request, monkeypatch):
         monkeypatch.setattr(_projection, "BRANCH_ON_CPU", False)
     if "foreach-segmented" in request.node.name:
         monkeypatch.setattr(_projection, "SEGMENTED_ON_CPU", True)
+    if "fused-segmented" in request.node.name:
+        monkeypatch.setattr(_fused, "SEGMENTED", True)
