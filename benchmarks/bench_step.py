@@ -86,13 +86,9 @@ def entries(device: torch.device, with_reference: bool) -> list[Entry]:
         Entry("adamp single (ours)", "adamp", lambda p: adamp.AdamP(p, **adamp_kw, foreach=False)),
         Entry("adamp foreach (ours)", "adamp", lambda p: adamp.AdamP(p, **adamp_kw, foreach=True)),
         Entry("adamp fused (ours)", "adamp", lambda p: adamp.AdamP(p, **adamp_kw, fused=True)),
-        Entry("adamp fused-segmented (ours)", "adamp",
-              lambda p: _FusedSegmented(adamp.AdamP(p, **adamp_kw, fused=True))),
         Entry("sgdp single (ours)", "sgdp", lambda p: adamp.SGDP(p, **sgdp_kw, foreach=False)),
         Entry("sgdp foreach (ours)", "sgdp", lambda p: adamp.SGDP(p, **sgdp_kw, foreach=True)),
         Entry("sgdp fused (ours)", "sgdp", lambda p: adamp.SGDP(p, **sgdp_kw, fused=True)),
-        Entry("sgdp fused-segmented (ours)", "sgdp",
-              lambda p: _FusedSegmented(adamp.SGDP(p, **sgdp_kw, fused=True))),
         Entry("torch adamw foreach", "adam", lambda p: torch.optim.AdamW(p, **adamp_kw, foreach=True)),
         Entry("torch adamw fused", "adam", lambda p: torch.optim.AdamW(p, **adamp_kw, fused=True)),
         Entry("torch adam foreach", "adam", lambda p: torch.optim.Adam(p, lr=1e-6, foreach=True)),
@@ -100,6 +96,11 @@ def entries(device: torch.device, with_reference: bool) -> list[Entry]:
         Entry("torch sgd foreach", "sgd", lambda p: torch.optim.SGD(p, **sgdp_kw, foreach=True)),
         Entry("torch sgd fused", "sgd", lambda p: torch.optim.SGD(p, **sgdp_kw, fused=True)),
     ]
+    if gpu:  # a GPU candidate: on the CPU torch's segmented kernels are single-threaded (about 60x slower)
+        out += [Entry("adamp fused-segmented (ours)", "adamp",
+                      lambda p: _FusedSegmented(adamp.AdamP(p, **adamp_kw, fused=True))),
+                Entry("sgdp fused-segmented (ours)", "sgdp",
+                      lambda p: _FusedSegmented(adamp.SGDP(p, **sgdp_kw, fused=True)))]
     try:
         from timm.optim import SGDP as TimmSGDP
         from timm.optim import AdamP as TimmAdamP
@@ -114,7 +115,6 @@ def entries(device: torch.device, with_reference: bool) -> list[Entry]:
         RefAdamP, RefSGDP = load_reference()
         out += [Entry("official adamp 0.3.0", "adamp", lambda p: RefAdamP(p, **adamp_kw)),
                 Entry("official sgdp 0.3.0", "sgdp", lambda p: RefSGDP(p, **sgdp_kw))]
-    del gpu
     return out
 
 
