@@ -153,9 +153,11 @@ def add_scaled_(params: list[Tensor], updates: list[Tensor], alpha: float | Tens
         torch._foreach_add_(params, updates, alpha=alpha)
 
 
-#: Use the batched (segmented) projection on the CPU too; by default the CPU, where a kernel launch costs
-#: nothing and torch's segmented kernels are single-threaded, uses the per-tensor loop (tests force both).
-SEGMENTED_ON_CPU = False
+#: Use the batched (segmented) projection in the eager multi-tensor path: a constant number of kernel
+#: launches per step instead of a few per weight tensor. Off by default until it has been timed on a GPU
+#: (``python -m benchmarks.bench_step`` times both there); on the CPU torch's segmented kernels are
+#: single-threaded and it is about 4x slower than the per-tensor loop. Tested on the CPU either way.
+SEGMENTED = False
 
 
 def project_and_decay_(params: list[Tensor], grads: list[Tensor], updates: list[Tensor], delta: float,
@@ -163,15 +165,13 @@ def project_and_decay_(params: list[Tensor], grads: list[Tensor], updates: list[
                        scale_plain: float | Tensor, layout=None) -> None:
     """The projection and the flag-dependent decay of the multi-tensor paths (tensors with >= 2 dims).
 
-    On accelerators, one batched pass over all tensors (:mod:`adamp._segmented`), whose number of kernel
-    launches does not grow with the number of tensors; on the CPU and under ``torch.compile`` (which fuses
-    per tensor), the per-tensor formulation, unless a compiled step passes a precomputed segmented
-    ``layout`` (see ``adamp._fused.SEGMENTED``).
+    The per-tensor formulation by default; the batched one (:mod:`adamp._segmented`) eagerly when
+    ``SEGMENTED`` is set, and under ``torch.compile`` when the compiled step passes a precomputed
+    ``layout`` (``adamp._fused.SEGMENTED``).
     """
     if not params:
         return
-    if layout is None and (torch.compiler.is_compiling() or (params[0].device.type == "cpu"
-                                                             and not SEGMENTED_ON_CPU)):
+    if layout is None and (torch.compiler.is_compiling() or not SEGMENTED):
         flags = multi_tensor_projection(params, grads, updates, delta, eps)
         if apply_decay:
             torch._foreach_mul_(params, [decay_scale(f, p, scale_projected, scale_plain)

@@ -54,21 +54,22 @@ def build_params(name: str, device: torch.device) -> list[torch.nn.Parameter]:
     return [torch.nn.Parameter(p.detach().to(device)) for p in model.parameters()]
 
 
-class _FusedSegmented:
-    """Steps an optimizer with ``adamp._fused.SEGMENTED`` on: the fused path compiling the batched
-    projection (a candidate default, timed here beside the per-tensor fused path)."""
+class _Segmented:
+    """Steps an optimizer with the batched (segmented) projection switched on: ``adamp._projection.SEGMENTED``
+    for the foreach path, ``adamp._fused.SEGMENTED`` for the fused one (candidate defaults on GPUs, timed
+    here beside the per-tensor versions)."""
 
     def __init__(self, opt: torch.optim.Optimizer):
         self.opt = opt
 
     def step(self) -> None:
-        from adamp import _fused
+        from adamp import _fused, _projection
 
-        _fused.SEGMENTED = True
+        _fused.SEGMENTED = _projection.SEGMENTED = True
         try:
             self.opt.step()
         finally:
-            _fused.SEGMENTED = False
+            _fused.SEGMENTED = _projection.SEGMENTED = False
 
 
 @dataclass
@@ -96,11 +97,11 @@ def entries(device: torch.device, with_reference: bool) -> list[Entry]:
         Entry("torch sgd foreach", "sgd", lambda p: torch.optim.SGD(p, **sgdp_kw, foreach=True)),
         Entry("torch sgd fused", "sgd", lambda p: torch.optim.SGD(p, **sgdp_kw, fused=True)),
     ]
-    if gpu:  # a GPU candidate: on the CPU torch's segmented kernels are single-threaded (about 60x slower)
-        out += [Entry("adamp fused-segmented (ours)", "adamp",
-                      lambda p: _FusedSegmented(adamp.AdamP(p, **adamp_kw, fused=True))),
-                Entry("sgdp fused-segmented (ours)", "sgdp",
-                      lambda p: _FusedSegmented(adamp.SGDP(p, **sgdp_kw, fused=True)))]
+    if gpu:  # GPU candidates: on the CPU torch's segmented kernels are single-threaded (4x-60x slower)
+        out += [Entry(f"{name} {impl}-segmented (ours)", name,
+                      lambda p, cls=cls, kw=kw, impl=impl: _Segmented(cls(p, **kw, **{impl: True})))
+                for name, cls, kw in (("adamp", adamp.AdamP, adamp_kw), ("sgdp", adamp.SGDP, sgdp_kw))
+                for impl in ("foreach", "fused")]
     try:
         from timm.optim import SGDP as TimmSGDP
         from timm.optim import AdamP as TimmAdamP
