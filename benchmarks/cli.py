@@ -157,7 +157,7 @@ def _print_warnings(warnings: Sequence[str]) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     """``run``: plan (validate everything), print or launch."""
     from benchmarks import store
-    from benchmarks.engine.sweep import format_plan, launch_sweep, plan_sweep
+    from benchmarks.engine.sweep import format_plan, launch_sweep, plan_summary, plan_sweep
 
     plan = plan_sweep(args.configs, args.overrides, out_dir=args.out, smoke=args.smoke,
                       retry_failed=args.retry_failed)
@@ -167,7 +167,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         out.writelines(line + "\n" for line in format_plan(plan))
         return 0
     todo = plan.to_run
-    print(f"{len(plan.runs)} runs ({len(plan.skipped)} already done), {len(todo)} to run; "
+    print(f"{plan_summary(plan)}, {len(todo)} to run; "
           f"results in {', '.join(str(o) for o in plan.out_dirs)}", file=sys.stderr)
     if not todo:
         return 0

@@ -149,7 +149,14 @@ def format_plan(plan: SweepPlan) -> Iterable[str]:
     for r in plan.runs:
         status = f"[{r.status}]" if r.status else "[new]"
         yield f"{r.action:4s} {r.spec.run_id}  {status:13s} {r.label}".rstrip()
-    yield f"{len(plan.runs)} runs ({len(plan.skipped)} already done)"
+    yield plan_summary(plan)
+
+
+def plan_summary(plan: SweepPlan) -> str:
+    """``N runs (M already done)``, naming the failed runs that are skipped unless ``--retry-failed``."""
+    failed = sum(1 for r in plan.skipped if r.status == "failed")
+    extra = f"; {failed} failed, rerun them with --retry-failed" if failed else ""
+    return f"{len(plan.runs)} runs ({len(plan.skipped) - failed} already done{extra})"
 
 
 def new_sweep_id() -> str:

@@ -93,7 +93,7 @@ def test_failed_runs_exit_1_are_skipped_then_retried(write, tmp_path, capsys):
     args = ["run", cfg, "--out", out, "--set", "grid.optimizer.name=[adamw]", "--set", "grid.train.seed=[0]"]
     assert run_cli(*args, "--dry-run") == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-1] == "2 runs (2 already done)"
+    assert lines[-1] == "2 runs (1 already done; 1 failed, rerun them with --retry-failed)"
     assert any(l.startswith("skip ") and "[failed]" in l for l in lines)
     assert run_cli(*args, "--dry-run", "--retry-failed") == 0
     assert capsys.readouterr().out.splitlines()[-1] == "2 runs (1 already done)"

@@ -116,3 +116,23 @@ def test_more_config_errors_exit_2_before_anything_runs(write, tmp_path, capsys,
     cfg = write("c.yaml", section)
     assert main(["run", str(cfg), "--out", str(tmp_path / "out"), "--dry-run"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_dry_run_summary_counts_failed_runs_apart_from_done_ones():
+    from benchmarks.engine.sweep import format_plan
+
+    class _Run:
+        def __init__(self, status, action):
+            self.status, self.action = status, action
+
+    class _Plan:
+        runs = [_Run("done", "skip"), _Run("failed", "skip"), _Run(None, "run")]
+        skipped = runs[:2]
+
+    # format_plan prints one line per run first; only the summary line matters here
+    class _Spec:
+        run_id = "x"
+
+    for r in _Plan.runs:
+        r.spec, r.label = _Spec(), ""
+    assert list(format_plan(_Plan()))[-1] == "3 runs (1 already done; 1 failed, rerun them with --retry-failed)"
