@@ -35,6 +35,13 @@ def state_dtype(p: Tensor) -> torch.dtype:
     return torch.float32 if p.dtype in LOW_PRECISION else p.dtype
 
 
+def functional_impl(foreach: bool | None, fused: bool | None) -> str:
+    """The implementation a functional call asks for: single-tensor unless ``foreach`` or ``fused``."""
+    if fused and foreach:
+        raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+    return "fused" if fused else "foreach" if foreach else "single"
+
+
 def default_to_foreach(params: list[Tensor]) -> bool:
     """Same rule as torch.optim (multi-tensor by default on CUDA and other native devices, not on the CPU)."""
     from torch.optim.optimizer import _default_to_fused_or_foreach

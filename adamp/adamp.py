@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from . import _fused
-from ._base import LOW_PRECISION, ProjectedOptimizer, check_number
+from ._base import LOW_PRECISION, ProjectedOptimizer, check_number, functional_impl
 from ._multi_tensor import chunks_by_numel, split_by_ndim, work_copies
 from ._projection import add_scaled_, decay_scale, project_and_decay_, single_tensor_projection
 
@@ -103,6 +103,7 @@ class AdamP(ProjectedOptimizer):
               maximize=group["maximize"])
 
 
+@torch.no_grad()
 def adamp(
     params: list[Tensor],
     grads: list[Tensor],
@@ -129,10 +130,7 @@ def adamp(
     ``impl`` ("single", "foreach", "fused") overrides ``foreach``/``fused``; by default the single-tensor
     implementation runs unless ``foreach`` or ``fused`` is set.
     """
-    if impl is None:
-        if fused and foreach:
-            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
-        impl = "fused" if fused else "foreach" if foreach else "single"
+    impl = impl or functional_impl(foreach, fused)
     fn = {"single": _single_tensor_adamp, "foreach": _multi_tensor_adamp, "fused": _fused_adamp}[impl]
     fn(params, grads, exp_avgs, exp_avg_sqs, state_steps, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
        weight_decay=weight_decay, delta=delta, wd_ratio=wd_ratio, nesterov=nesterov, maximize=maximize)

@@ -9,7 +9,7 @@ from torch import Tensor
 from torch.optim.optimizer import required
 
 from . import _fused
-from ._base import LOW_PRECISION, ProjectedOptimizer, check_number
+from ._base import LOW_PRECISION, ProjectedOptimizer, check_number, functional_impl
 from ._multi_tensor import group_by_device_and_dtype, split_by_ndim, work_copies
 from ._projection import add_scaled_, decay_scale, project_and_decay_, single_tensor_projection
 
@@ -103,6 +103,7 @@ class SGDP(ProjectedOptimizer):
              project_buffer=group["project_buffer"], maximize=group["maximize"])
 
 
+@torch.no_grad()
 def sgdp(
     params: list[Tensor],
     grads: list[Tensor],
@@ -126,10 +127,7 @@ def sgdp(
 
     Buffers start as zeros (dampening applies from the first step, as in the official package).
     """
-    if impl is None:
-        if fused and foreach:
-            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
-        impl = "fused" if fused else "foreach" if foreach else "single"
+    impl = impl or functional_impl(foreach, fused)
     fn = {"single": _single_tensor_sgdp, "foreach": _multi_tensor_sgdp, "fused": _fused_sgdp}[impl]
     fn(params, grads, momentum_buffers, lr=lr, momentum=momentum, dampening=dampening,
        weight_decay=weight_decay, nesterov=nesterov, eps=eps, delta=delta, wd_ratio=wd_ratio,

@@ -301,3 +301,35 @@ def test_step_never_synchronises_on_cuda(info, impl):
             torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("impl", ["single", "foreach"])
+def test_functional_api_equals_the_optimizer_step(impl):
+    """adamp.functional.* with the optimizer's own state reproduces step() exactly (and needs no no_grad)."""
+    a = PROBLEM.make_params(torch.float64)
+    b = [torch.nn.Parameter(p.detach().clone()) for p in a]
+    kw = dict(lr=1e-2, weight_decay=1e-2, nesterov=True)
+    run_steps(adamp.AdamP(a, **kw, foreach=impl == "foreach"), a, PROBLEM.grad_fn, 3)
+    m = [torch.zeros_like(p) for p in b]
+    v = [torch.zeros_like(p) for p in b]
+    for step in range(3):
+        grads = PROBLEM.grad_fn(step, b)
+        live = [i for i, g in enumerate(grads) if g is not None]
+        adamp.functional.adamp([b[i] for i in live], [grads[i] for i in live], [m[i] for i in live],
+                               [v[i] for i in live], [step + 1] * len(live), foreach=impl == "foreach",
+                               lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=1e-2, delta=0.1,
+                               wd_ratio=0.1, nesterov=True)
+    assert max_rel_diff(a, b) == 0.0
+
+    c = PROBLEM.make_params(torch.float64)
+    d = [torch.nn.Parameter(p.detach().clone()) for p in c]
+    skw = dict(lr=0.1, momentum=0.9, dampening=0.1, weight_decay=1e-3)
+    run_steps(adamp.SGDP(c, **skw, foreach=impl == "foreach"), c, PROBLEM.grad_fn, 3)
+    bufs = [torch.zeros_like(p) for p in d]
+    for step in range(3):
+        grads = PROBLEM.grad_fn(step, d)
+        live = [i for i, g in enumerate(grads) if g is not None]
+        adamp.functional.sgdp([d[i] for i in live], [grads[i] for i in live], [bufs[i] for i in live],
+                              foreach=impl == "foreach", nesterov=False, eps=1e-8, delta=0.1, wd_ratio=0.1,
+                              **skw)
+    assert max_rel_diff(c, d) == 0.0
