@@ -23,9 +23,10 @@ import platform
 import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+from benchmarks.atomic import write_text_atomic
 
 RUNS_DIR = "runs"
 SWEEPS_DIR = "sweeps"
@@ -53,34 +54,8 @@ def run_path(out_dir: str | os.PathLike, run_id: str) -> Path:
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, *, fsync: bool = True) -> None:
-    """Write JSON to ``path`` through a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=1, allow_nan=True, default=str)
-            fh.write("\n")
-            fh.flush()
-            if fsync:
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write text through a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write JSON to ``path`` atomically (temp file in the same folder, then ``os.replace``)."""
+    write_text_atomic(path, json.dumps(obj, indent=1, allow_nan=True, default=str) + "\n", fsync=fsync)
 
 
 def read_json(path: str | os.PathLike) -> dict | None:

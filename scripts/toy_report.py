@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,24 +32,9 @@ import pandas as pd  # noqa: E402
 
 from benchmarks import store  # noqa: E402
 from benchmarks.analysis import paper, toy  # noqa: E402
+from benchmarks.atomic import write_text_atomic  # noqa: E402
 
 DEFAULT_INPUTS = ("runs/toy2d", "runs/toy3d", "runs/toy2d_lr_sweep")
-
-
-def _write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a report is meant to be readable
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _env_line(results: pd.DataFrame) -> str:
@@ -156,14 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = [] if args.no_figures else toy.toy_figures(results, history, out_dir,
                                                         animation=not args.no_animation)
-    written = [_write_text(out_dir / "table.md", build_markdown(results, inputs, figures, out_dir))]
-    written.append(_write_text(out_dir / "table.csv", toy.norm_growth_table(results).to_csv(index=False)))
+    written = [write_text_atomic(out_dir / "table.md", build_markdown(results, inputs, figures, out_dir))]
+    written.append(write_text_atomic(out_dir / "table.csv", toy.norm_growth_table(results).to_csv(index=False)))
     table3 = toy.toy3d_table(results)
     if not table3.empty:
-        written.append(_write_text(out_dir / "toy3d.csv", table3.to_csv(index=False)))
+        written.append(write_text_atomic(out_dir / "toy3d.csv", table3.to_csv(index=False)))
     lr_table = toy.lr_dependence(results)
     if not lr_table.empty:
-        written.append(_write_text(out_dir / "lr_sweep.csv", lr_table.to_csv(index=False)))
+        written.append(write_text_atomic(out_dir / "lr_sweep.csv", lr_table.to_csv(index=False)))
     for path in [*written, *figures]:
         print(path)
     return 0

@@ -53,6 +53,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from benchmarks.atomic import write_text_atomic
 from benchmarks.config.errors import ConfigError
 
 __all__ = [
@@ -240,10 +241,7 @@ class SkipLog:
 
     def write(self, path: Path) -> None:
         """Write ``path<TAB>reason`` lines atomically (temp file in the same folder + os.replace)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text("".join(f"{p}\t{r}\n" for p, r in sorted(self.skipped.items())), encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(path, "".join(f"{p}\t{r}\n" for p, r in sorted(self.skipped.items())))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -35,6 +35,8 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
+from benchmarks.atomic import write_text_atomic
+
 EOS = "<eos>"
 UNK = "<unk>"
 SPLITS = ("train", "valid", "test")
@@ -386,20 +388,9 @@ def write_synthetic_wikitext(root: str | os.PathLike, vocab_size: int = 500, tra
             if rng.random() < 0.2:
                 lines.append(" ")
                 produced += 1
-        _write_text_atomic(root / FILE_NAMES[split], "\n".join(lines) + "\n")
-    _write_text_atomic(stamp, json.dumps(params, sort_keys=True))
+        write_text_atomic(root / FILE_NAMES[split], "\n".join(lines) + "\n")
+    write_text_atomic(stamp, json.dumps(params, sort_keys=True))
     return root
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def unigram_perplexity(vocab: Vocab, tokens: np.ndarray, smoothing: float = 1.0) -> float:
