@@ -285,7 +285,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     models = list(dict.fromkeys(r["model"] for r in rows))
-    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 5), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(max(5 * len(models), 7), 5), squeeze=False)
     for ax, model in zip(axes[0], models):
         sub = sorted((r for r in rows if r["model"] == model), key=lambda r: r["median_ms"])
         colors = ["tab:red" if "ours" in r["optimizer"] else "tab:gray" if "official" in r["optimizer"]
@@ -294,7 +294,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         ax.set_xscale("log")
         ax.set_xlabel("optimizer.step() median (ms, log scale)")
         ax.set_title(model)
-    fig.suptitle(title)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)

@@ -479,6 +479,7 @@ def draw_toy2d_plane(traj: pd.DataFrame, lr: float):
 def draw_lr_dependence(table: pd.DataFrame):
     """Norm growth against lr (log-log), one line per method and momentum."""
     import matplotlib
+    import matplotlib.ticker
 
     from .plots import STYLE
 
@@ -499,10 +500,14 @@ def draw_lr_dependence(table: pd.DataFrame):
             )
         ax.set_xscale("log")
         ax.set_yscale("log")
+        lrs = sorted(table["lr"].unique())
+        ax.set_xticks(lrs, [f"{v:g}" for v in lrs])  # label the grid's learning rates, not the decades
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("learning rate")
         ax.set_ylabel("final ||w|| / initial ||w||")
         ax.set_title("2-D toy: norm growth against the learning rate")
-        ax.legend(frameon=False, fontsize=6, ncol=2)
+        # outside the axes: the curves fill the plot from corner to corner
+        ax.legend(frameon=False, fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
