@@ -11,12 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import pandas as pd
 
 from . import compare, plots, tables
 from .paper import PAPER_LABEL, paper_tables
-from .tables import atomic_write_text, markdown_grid
+from .tables import _fmt, atomic_write_text, markdown_grid
 
 
 def load(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -53,13 +52,7 @@ class ComparisonOutput:
 
 
 def _f(x: Any, digits: int = 3, signed: bool = False) -> str:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return "n/a"
-    if not np.isfinite(v):
-        return "n/a"
-    return f"{v:+.{digits}f}" if signed else f"{v:.{digits}g}" if abs(v) >= 1e4 else f"{v:.{digits}f}"
+    return _fmt(x, digits, signed, large_as_g=True)
 
 
 def comparison_markdown(out: ComparisonOutput, figure_prefix: str = "") -> str:

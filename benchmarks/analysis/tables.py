@@ -541,14 +541,18 @@ class Table:
     notes: list[str] = field(default_factory=list)
 
 
-def _fmt(x: Any, digits: int = 2, signed: bool = False) -> str:
+def _fmt(x: Any, digits: int = 2, signed: bool = False, large_as_g: bool = False) -> str:
+    """A number for a table cell ("n/a" when missing or not finite); ``large_as_g``: values of 1e4 or more
+    unsigned in ``g`` notation (cost tables)."""
     try:
         v = float(x)
     except (TypeError, ValueError):
         return "n/a"
     if not np.isfinite(v):
         return "n/a"
-    return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
+    if signed:
+        return f"{v:+.{digits}f}"
+    return f"{v:.{digits}g}" if large_as_g and abs(v) >= 1e4 else f"{v:.{digits}f}"
 
 
 def _metric_column(runs: pd.DataFrame, paper_metric: str) -> str | None:
