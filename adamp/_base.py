@@ -92,14 +92,15 @@ class ProjectedOptimizer(Optimizer):
     def _params_with_grad(self, group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor]]:
         params, grads = [], []
         for p in group["params"]:
-            if p.grad is None:
+            grad = p.grad
+            if grad is None:
                 continue
-            if p.grad.is_sparse:
+            if grad.is_sparse:
                 raise RuntimeError(f"{self._name} does not support sparse gradients")
-            if torch.is_complex(p) or torch.is_complex(p.grad):
+            if p.is_complex() or grad.is_complex():
                 raise RuntimeError(f"{self._name} does not support complex parameters or gradients")
             params.append(p)
-            grads.append(p.grad)
+            grads.append(grad)
         return params, grads
 
     def _state_tensor(self, state: dict[str, Any], key: str, p: Tensor) -> Tensor:

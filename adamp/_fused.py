@@ -21,6 +21,11 @@ COMPILE_OPTIONS: dict[str, Any] = {"fullgraph": True}
 #: per step instead of a few per weight tensor. Off by default until it has been timed on a GPU
 #: (``python -m benchmarks.bench_step`` times both); tested on the CPU either way.
 SEGMENTED = False
+#: "inductor" (default): the multi-tensor step compiled by torch.compile. "triton": hand-written Triton
+#: kernels (:mod:`adamp._triton`), three launches per group whatever the number of tensors; used on CUDA
+#: devices (and on the CPU under ``TRITON_INTERPRET=1``, how the tests run it), "inductor" elsewhere.
+#: Off by default until it has been timed on a GPU (``python -m benchmarks.bench_step`` times both).
+BACKEND = "inductor"
 _COMPILED: dict[tuple[str, str], Callable] = {}
 
 
@@ -32,11 +37,21 @@ def compiled(kind: str, fn: Callable) -> Callable:
     return _COMPILED[key]
 
 
+def use_triton(params: list[Tensor]) -> bool:
+    """Whether this group of one device and dtype should try the Triton kernels (``BACKEND``); they still
+    decline tensor layouts they do not handle (``adamp._triton.step`` returns False)."""
+    if BACKEND != "triton" or not params or torch.compiler.is_compiling():
+        return False  # a step compiled by the caller traces the inductor formulation instead
+    from . import _triton
+
+    return _triton.available(params[0].device)
+
+
 def segmented_layout(params: list[Tensor], delta: float):
     """The segmented layout of the >= 2-D tensors among ``params``, built eagerly (in the math dtype)."""
     from ._segmented import layout_for
 
-    multi = [p for p in params if p.ndim >= 2]
+    multi = [p for p in params if p.ndim >= 2 and p.numel()]
     if not multi:
         return None
     dtype = torch.float32 if multi[0].dtype in (torch.float16, torch.bfloat16) else multi[0].dtype

@@ -54,7 +54,7 @@ def work_copies(params: list[Tensor], grads: list[Tensor], maximize: bool) -> tu
 
 
 def split_by_ndim(indices: list[int], params: list[Tensor]) -> tuple[list[int], list[int]]:
-    """Indices of tensors the projection applies to (ndim >= 2) and the rest."""
-    multi = [i for i in indices if params[i].ndim >= 2]
-    flat = [i for i in indices if params[i].ndim < 2]
+    """Indices of tensors the projection applies to (ndim >= 2, not empty) and the rest."""
+    multi = [i for i in indices if params[i].ndim >= 2 and params[i].numel()]
+    flat = [i for i in indices if not (params[i].ndim >= 2 and params[i].numel())]
     return multi, flat

@@ -51,7 +51,9 @@ class AdamP(ProjectedOptimizer):
         maximize: maximise the objective instead of minimising it (default False).
         foreach: use the multi-tensor implementation; ``None`` picks it where torch's optimizers do
             (CUDA and other native devices, not the CPU).
-        fused: use the compiled (``torch.compile``) implementation; works on CPU and GPU.
+        fused: use the compiled (``torch.compile``) implementation; works on CPU and GPU. With
+            ``adamp._fused.BACKEND = "triton"`` it runs hand-written Triton kernels on CUDA instead (three
+            launches per step; experimental until timed on a GPU).
 
     Half-precision (fp16/bf16) params keep their state in float32 and are updated with float32 math.
     ``step()`` never synchronises the device with the host.
@@ -158,7 +160,7 @@ def _single_tensor_adamp(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, l
         else:
             update = exp_avg / denom
 
-        if w.ndim > 1:
+        if w.ndim > 1 and w.numel():  # an empty tensor has no rows to test
             projected = single_tensor_projection(w, grad, update, delta, eps)
             if weight_decay > 0:
                 w.mul_(decay_scale(projected, w, scale_projected, scale_plain))
@@ -182,6 +184,14 @@ def _multi_tensor_adamp(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, lr
         scalars = dict(step_size=-lr / (1 - beta1**step), sqrt_bc2=math.sqrt(1 - beta2**step),
                        scale_projected=1 - lr * weight_decay * wd_ratio, scale_plain=1 - lr * weight_decay * 1)
         pick = (lambda lst: [lst[i] for i in idx]) if len(by_key) > 1 else (lambda lst: lst)
+        if _compiled and _fused.use_triton(pick(params)):
+            from . import _triton
+
+            if _triton.step(_triton.ADAMP, pick(params), pick(grads), pick(exp_avgs), pick(exp_avg_sqs),
+                            [beta1, 1 - beta1, beta2, 1 - beta2, scalars["sqrt_bc2"], eps, scalars["step_size"],
+                             scalars["scale_projected"], scalars["scale_plain"]],
+                            delta=delta, nesterov=nesterov, maximize=maximize):
+                continue
         layouts = None
         if _compiled:
             scalars = _fused.as_device_scalars(scalars, device, dtype)

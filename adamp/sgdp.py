@@ -10,7 +10,7 @@ from torch.optim.optimizer import required
 
 from . import _fused
 from ._base import LOW_PRECISION, ProjectedOptimizer, check_number, functional_impl
-from ._multi_tensor import group_by_device_and_dtype, split_by_ndim, work_copies
+from ._multi_tensor import chunks_by_numel, group_by_device_and_dtype, split_by_ndim, work_copies
 from ._projection import add_scaled_, decay_scale, project_and_decay_, single_tensor_projection
 
 __all__ = ["SGDP", "sgdp"]
@@ -154,7 +154,7 @@ def _single_tensor_sgdp(params, grads, momentum_buffers, *, lr, momentum, dampen
         else:
             update = buf if project_buffer else buf.clone()
 
-        if w.ndim > 1:
+        if w.ndim > 1 and w.numel():  # an empty tensor has no rows to test
             projected = single_tensor_projection(w, grad, update, delta, eps)
             if weight_decay > 0:
                 w.mul_(decay_scale(projected, w, scale_projected, scale_plain))
@@ -172,6 +172,13 @@ def _multi_tensor_sgdp(params, grads, momentum_buffers, *, lr, momentum, dampeni
     scale_projected, scale_plain = _decay_scales(lr, weight_decay, wd_ratio, momentum)
     for ps, gs, bufs in group_by_device_and_dtype([params, grads, momentum_buffers]):
         scalars = dict(neg_lr=-lr, scale_projected=scale_projected, scale_plain=scale_plain)
+        if _compiled and _fused.use_triton(ps):
+            from . import _triton
+
+            if _triton.step(_triton.SGDP, ps, gs, bufs, bufs,
+                            [momentum, 1 - dampening, 0.0, 0.0, 1.0, eps, -lr, scale_projected, scale_plain],
+                            delta=delta, nesterov=nesterov, maximize=maximize, project_buffer=project_buffer):
+                continue
         layout = None
         if _compiled:
             scalars = _fused.as_device_scalars(scalars, ps[0].device, ps[0].dtype)
@@ -187,21 +194,24 @@ def _multi_tensor_sgdp_core(ps, gs, bufs, *, neg_lr, scale_projected, scale_plai
     ws, gs = work_copies(ps, gs, maximize)
     torch._foreach_mul_(bufs, momentum)
     torch._foreach_add_(bufs, gs, alpha=1 - dampening)
-    if nesterov:
-        updates = torch._foreach_mul(bufs, momentum)
-        updates = torch._foreach_add(gs, updates)
-    else:
-        updates = bufs if project_buffer else torch._foreach_mul(bufs, 1.0)
+    # the segmented layout covers the whole group, so it needs the group in one piece
+    for idx in ([list(range(len(ws)))] if layout is not None else chunks_by_numel(ws)):
+        w, g, b = ([lst[i] for i in idx] for lst in (ws, gs, bufs))
+        if nesterov:
+            updates = torch._foreach_mul(b, momentum)
+            torch._foreach_add_(updates, g)
+        else:
+            updates = b if project_buffer else torch._foreach_mul(b, 1.0)
 
-    multi, flat = split_by_ndim(list(range(len(ws))), ws)
-    project_and_decay_([ws[i] for i in multi], [gs[i] for i in multi], [updates[i] for i in multi], delta, eps,
-                       apply_decay, scale_projected, scale_plain, layout)
-    if flat and apply_decay:
-        torch._foreach_mul_([ws[i] for i in flat], scale_plain)
-    if updates is bufs:
-        # the buffer is state: scale a copy of it, not the buffer itself
-        updates = torch._foreach_mul(bufs, 1.0) if isinstance(neg_lr, torch.Tensor) else bufs
-    add_scaled_(ws, updates, neg_lr)
+        multi, flat = split_by_ndim(list(range(len(w))), w)
+        project_and_decay_([w[i] for i in multi], [g[i] for i in multi], [updates[i] for i in multi], delta,
+                           eps, apply_decay, scale_projected, scale_plain, layout)
+        if flat and apply_decay:
+            torch._foreach_mul_([w[i] for i in flat], scale_plain)
+        if updates is b:
+            # the buffer is state: scale a copy of it, not the buffer itself
+            updates = torch._foreach_mul(b, 1.0) if isinstance(neg_lr, torch.Tensor) else b
+        add_scaled_(w, updates, neg_lr)
     if ws is not ps:
         torch._foreach_copy_(ps, ws)
 

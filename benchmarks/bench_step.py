@@ -7,13 +7,32 @@
 Times ``optimizer.step()`` only, on the real parameter shapes of each model (built without weights) with
 fixed random gradients. Optimizers are timed in interleaved rounds (A B C ... A B C ...) so drift of a
 shared machine hits all of them alike; each figure is the median over rounds. Ratios are to torch AdamW
-(fused on GPU, foreach on CPU) measured in the same run. Writes CSV + JSON + a bar plot under
-``results/bench/<device>/``.
+and torch SGD (fused on GPU, foreach on CPU) and speed-ups to the official adamp==0.3.0, all measured in
+the same interleaved rounds. Writes CSV + JSON + a bar plot under ``results/bench/<device>/``.
+
+Peak temporary memory (``step_peak_extra_mib``): the most memory allocated above the level before a step,
+during ``step()`` with the optimizer state already built. On a GPU it is read from the CUDA allocator's
+peak counter over the timed rounds; on the CPU, after the rounds, two extra untimed steps per optimizer run
+under ``torch.profiler`` (profile_memory=True) and the running sum of the second one's allocations and frees
+gives the peak (the profiler never touches the timed rounds).
+
+Memory batches: every optimizer entry holds its own copy of the params plus its state (1x the params for
+SGD-type, 2x for Adam-type). When all entries of a model do not fit 75% of the available memory
+(MemAvailable from /proc/meminfo on the CPU, free CUDA memory on a GPU), they are run in consecutive
+batches that fit, one after the other: Adam-type entries (AdamP, torch Adam/AdamW) with the Adam-type
+baselines (torch AdamW as above, the official AdamP), SGD-type entries with torch SGD and the official SGDP.
+So every ratio that compares like with like is computed from figures timed side by side in the same rounds;
+ratios across kinds are NaN in a split model. The ``batch`` column says which batch a row came from
+(baselines get one row per batch). When everything fits there is one batch (batch 0) and nothing changes;
+when a kind's baselines and one entry cannot fit together, the model is skipped with a message.
+
+``--merge`` keeps the rows of other models already in the output folder (e.g. to rerun one model).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -21,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -72,6 +92,26 @@ class _Segmented:
             _fused.SEGMENTED = _projection.SEGMENTED = False
 
 
+class _TritonKernels:
+    """Steps an optimizer (built with ``fused=True``) through the Triton kernels of ``adamp._triton``
+    (``adamp._fused.BACKEND = "triton"``; GPU only, timed beside the inductor-compiled fused path)."""
+
+    def __init__(self, opt: torch.optim.Optimizer):
+        self.opt = opt
+
+    def __getattr__(self, name: str):  # zero_grad, state, ... of the wrapped optimizer
+        return getattr(self.opt, name)
+
+    def step(self) -> None:
+        from adamp import _fused
+
+        before, _fused.BACKEND = _fused.BACKEND, "triton"
+        try:
+            self.opt.step()
+        finally:
+            _fused.BACKEND = before
+
+
 @dataclass
 class Entry:
     label: str
@@ -102,6 +142,9 @@ def entries(device: torch.device, with_reference: bool) -> list[Entry]:
                       lambda p, cls=cls, kw=kw, impl=impl: _Segmented(cls(p, **kw, **{impl: True})))
                 for name, cls, kw in (("adamp", adamp.AdamP, adamp_kw), ("sgdp", adamp.SGDP, sgdp_kw))
                 for impl in ("foreach", "fused")]
+        out += [Entry(f"{name} fused-triton (ours)", name,
+                      lambda p, cls=cls, kw=kw: _TritonKernels(cls(p, **kw, fused=True)))
+                for name, cls, kw in (("adamp", adamp.AdamP, adamp_kw), ("sgdp", adamp.SGDP, sgdp_kw))]
     try:
         from timm.optim import SGDP as TimmSGDP
         from timm.optim import AdamP as TimmAdamP
@@ -124,6 +167,146 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+#: the official entry each family's speed-up is taken against (torch's Adam/SGD against their AdamP/SGDP peer)
+OFFICIAL = {"adamp": "official adamp 0.3.0", "adam": "official adamp 0.3.0",
+            "sgdp": "official sgdp 0.3.0", "sgd": "official sgdp 0.3.0"}
+#: optimizer-state copies of the params per family (exp_avg + exp_avg_sq, or the momentum buffer)
+STATE_COPIES = {"adamp": 2, "adam": 2, "sgdp": 1, "sgd": 1}
+#: share of the available memory left free: the estimate ignores step temporaries and allocator slack
+MEMORY_MARGIN = 0.25
+
+
+def ratio_baselines(device: torch.device) -> tuple[str, str]:
+    """The torch AdamW and SGD entries the ratios divide by: fused on GPU, foreach on CPU (fused is slower
+    there)."""
+    if device.type == "cuda":
+        return "torch adamw fused", "torch sgd fused"
+    return "torch adamw foreach", "torch sgd foreach"
+
+
+#: profiler range around the measured call of ``peak_extra_mib``
+_MEASURED = "bench_step.measured_step"
+
+
+def peak_extra_mib(step_fn: Callable[[], Any], device: torch.device) -> float:
+    """Peak memory (MiB) allocated above the level before ``step_fn()`` while it runs; NaN if unknown.
+
+    CUDA reads the caching allocator's peak counter. The CPU has no such counter, so ``step_fn`` runs twice
+    under the profiler and the allocation (+) and free (-) events of the second call are summed in time order.
+    The first call is there because the profiler cannot see a free of memory allocated before it started: a
+    step that replaces a buffer it holds would otherwise count the new one as extra."""
+    if device.type == "cuda":
+        _sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        step_fn()
+        _sync(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    if device.type != "cpu":
+        return float("nan")
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step_fn()
+        with record_function(_MEASURED):
+            step_fn()
+    try:  # prof.events() files allocations under the op that made them, so their order is lost there
+        events = prof.profiler.kineto_results.events()
+    except AttributeError:  # a torch build without kineto
+        return float("nan")
+    mark = next(e for e in events if e.name() == _MEASURED)
+    cpu = torch.autograd.DeviceType.CPU
+    measured = sorted((e for e in events if e.name() == "[memory]" and e.device_type() == cpu
+                       and mark.start_ns() <= e.start_ns() <= mark.end_ns()), key=lambda e: e.start_ns())
+    level = peak = 0
+    for e in measured:
+        level += e.nbytes()
+        peak = max(peak, level)
+    return peak / 2**20
+
+
+
+def available_memory_bytes(device: torch.device) -> int | None:
+    """Memory the benchmark can still allocate on the device, or None when it cannot be told."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        # blocks the caching allocator holds but does not use are free for our tensors too
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def entry_bytes(entry: Entry, param_bytes: int) -> int:
+    """Estimated memory of one live entry: its own copy of the params plus its optimizer state."""
+    return param_bytes * (1 + STATE_COPIES[entry.family])
+
+
+#: the two kinds of entries: each kind's ratios need only its own baselines (AdamW or SGD, official AdamP or SGDP)
+KIND = {"adamp": "adam", "adam": "adam", "sgdp": "sgd", "sgd": "sgd"}
+
+
+def plan_batches(chosen: list[Entry], baselines: set[str], cost: Callable[[Entry], int],
+                 budget: int | None) -> list[list[Entry]]:
+    """Batches of entries that each fit the memory budget; one batch when everything fits or the budget is
+    unknown.
+
+    Otherwise the entries are split by kind (Adam-type: AdamP and torch Adam/AdamW; SGD-type: SGDP and torch
+    SGD) into consecutive batches, each carrying the baselines of its kind, so that every ratio that compares
+    like with like (to torch AdamW or SGD, to the official package) still comes from one set of interleaved
+    rounds; ratios across kinds (an AdamP row to torch SGD) are then NaN. Raises ``MemoryError`` naming what
+    is needed when a kind's baselines and its largest entry do not fit together.
+    """
+    if budget is None or sum(map(cost, chosen)) <= budget:
+        return [chosen]
+    batches: list[list[Entry]] = []
+    for kind in ("adam", "sgd"):
+        members = [e for e in chosen if KIND[e.family] == kind]
+        base = [e for e in members if e.label in baselines]
+        rest = [e for e in members if e.label not in baselines]
+        if not rest:
+            batches += [base] if base else []
+            continue
+        room = budget - sum(map(cost, base))
+        largest = max(map(cost, rest))
+        if largest > room:
+            raise MemoryError(
+                f"{kind}-type entries need {(sum(map(cost, base)) + largest) / 1e9:.1f} GB (baselines "
+                f"{', '.join(e.label for e in base) or 'none'} plus the largest entry) but the budget is "
+                f"{budget / 1e9:.1f} GB; run on a larger machine or choose entries with --only")
+        groups: list[list[Entry]] = [[]]
+        used = 0
+        for e in rest:
+            if groups[-1] and used + cost(e) > room:
+                groups.append([])
+                used = 0
+            groups[-1].append(e)
+            used += cost(e)
+        # keep the order of `chosen` inside each batch, so the interleaving is the same as in one batch
+        batches += [[e for e in members if e in base or any(e is g for g in group)] for group in groups]
+    return batches
+
+
+def add_ratios(rows: list[dict], device: torch.device) -> None:
+    """Ratios to the torch baselines and speed-ups over the official package, each from the baseline row of the
+    same model and batch (figures timed in the same rounds); NaN when that baseline was not run."""
+    adamw, sgd = ratio_baselines(device)
+    medians = {(r["model"], r["batch"], r["optimizer"]): r["median_ms"] for r in rows}
+    nan = float("nan")
+    for r in rows:
+        def base(label: str) -> float:
+            return medians.get((r["model"], r["batch"], label), nan)
+
+        r["ratio_to_adamw"] = r["median_ms"] / base(adamw)
+        r["ratio_to_sgd"] = r["median_ms"] / base(sgd)
+        r["speedup_vs_official"] = base(OFFICIAL[r["family"]]) / r["median_ms"]
+
+
 def bench_model(model: str, device: torch.device, rounds: int, steps: int, warmup: int,
                 with_reference: bool, only: str | None) -> list[dict]:
     params = build_params(model, device)
@@ -132,8 +315,35 @@ def bench_model(model: str, device: torch.device, rounds: int, steps: int, warmu
     for p in params:
         p.grad = torch.randn(p.shape, generator=gen, device=device) * 1e-2
     chosen = [e for e in entries(device, with_reference) if only is None or only in e.label]
+    baselines = {*ratio_baselines(device), *OFFICIAL.values()}
+    param_bytes = sum(p.numel() * p.element_size() for p in params)
+    available = available_memory_bytes(device)  # after the shared params and grads exist
+    budget = None if available is None else int(available * (1 - MEMORY_MARGIN))
+    try:
+        batches = plan_batches(chosen, baselines, lambda e: entry_bytes(e, param_bytes), budget)
+    except MemoryError as exc:
+        print(f"{model}: skipped, not enough memory: {exc}", flush=True)
+        return []
+    if len(batches) > 1:
+        repeated = ", ".join(e.label for e in chosen if e.label in baselines)
+        print(f"{model}: {len(chosen)} entries in {len(batches)} batches to fit {available / 1e9:.1f} GB available"
+              f" ({param_bytes / 1e9:.2f} GB params; each batch repeats the baselines of its kind: {repeated})",
+              flush=True)
+    rows = []
+    for i, batch in enumerate(batches):
+        rows += [dict(model=model, n_params=n_params, batch=i, **r)
+                 for r in _bench_batch(model, batch, params, device, rounds, steps, warmup)]
+        if len(batches) > 1:
+            gc.collect()  # the batch's copies and state must be gone before the next one allocates
+    add_ratios(rows, device)
+    return rows
+
+
+def _bench_batch(model: str, batch: list[Entry], params: list[torch.nn.Parameter], device: torch.device,
+                 rounds: int, steps: int, warmup: int) -> list[dict]:
+    """Warm up, then time the entries in interleaved rounds; one row per entry that could be built."""
     live: list[tuple[Entry, Any, float]] = []
-    for e in chosen:
+    for e in batch:
         # each optimizer gets its own param copy (same grads) so in-place updates never interact
         own = [torch.nn.Parameter(p.detach().clone()) for p in params]
         for o, p in zip(own, params):
@@ -164,21 +374,12 @@ def bench_model(model: str, device: torch.device, rounds: int, steps: int, warmu
             if device.type == "cuda":
                 peaks[e.label] = max(peaks.get(e.label, 0.0),
                                      (torch.cuda.max_memory_allocated(device) - base) / 2**20)
-    rows = []
-    for e, _, warm_s in live:
-        rows.append(dict(model=model, n_params=n_params, optimizer=e.label, family=e.family,
-                         median_ms=statistics.median(times[e.label]), min_ms=min(times[e.label]),
-                         max_ms=max(times[e.label]), rounds=rounds, steps_per_round=steps,
-                         warmup_s=warm_s, step_peak_extra_mib=peaks.get(e.label, float("nan"))))
-    baseline = "torch adamw fused" if device.type == "cuda" else "torch adamw foreach"
-    sgd_base = "torch sgd fused" if device.type == "cuda" else "torch sgd foreach"
-    ref = {r["optimizer"]: r["median_ms"] for r in rows}
-    for r in rows:
-        r["ratio_to_adamw"] = r["median_ms"] / ref[baseline] if baseline in ref else float("nan")
-        r["ratio_to_sgd"] = r["median_ms"] / ref[sgd_base] if sgd_base in ref else float("nan")
-        official = "official adamp 0.3.0" if r["family"] == "adamp" else "official sgdp 0.3.0"
-        r["speedup_vs_official"] = ref[official] / r["median_ms"] if official in ref else float("nan")
-    return rows
+    if device.type != "cuda":  # after the rounds: the profiler's overhead stays out of every timing
+        for e, opt, _ in live:
+            peaks[e.label] = peak_extra_mib(opt.step, device)
+    return [dict(optimizer=e.label, family=e.family, median_ms=statistics.median(times[e.label]),
+                 min_ms=min(times[e.label]), max_ms=max(times[e.label]), rounds=rounds, steps_per_round=steps,
+                 warmup_s=warm_s, step_peak_extra_mib=peaks.get(e.label, float("nan"))) for e, _, warm_s in live]
 
 
 def bench_iteration(device: torch.device, batch_sizes: list[int], rounds: int, only: str | None) -> list[dict]:
@@ -191,6 +392,9 @@ def bench_iteration(device: torch.device, batch_sizes: list[int], rounds: int, o
         "adamp fused (ours)": lambda p: adamp.AdamP(p, lr=1e-3, weight_decay=1e-2, fused=True),
         "adamp foreach (ours)": lambda p: adamp.AdamP(p, lr=1e-3, weight_decay=1e-2, foreach=True),
     }
+    if device.type == "cuda":
+        choices["adamp fused-triton (ours)"] = lambda p: _TritonKernels(
+            adamp.AdamP(p, lr=1e-3, weight_decay=1e-2, fused=True))
     try:
         from benchmarks.reference import load_reference
 
@@ -262,7 +466,22 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def write_outputs(rows: list[dict], env: dict, out_dir: Path, stem: str) -> None:
+def _previous_runs(path: Path, keep_unless: set[str]) -> tuple[list[dict], dict[str, dict]]:
+    """Rows (and each model's environment) of an earlier step.json, without the models about to be rerun."""
+    if not path.exists():
+        return [], {}
+    try:
+        old = json.loads(path.read_text())
+        rows = [r for r in old["rows"] if r["model"] not in keep_unless]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"--merge: cannot read {path}: {exc}; move it away or run without --merge") from None
+    environments = old.get("environments") or {r["model"]: old.get("environment") for r in rows}
+    return rows, {m: e for m, e in environments.items() if m not in keep_unless}
+
+
+def write_outputs(rows: list[dict], env: dict, out_dir: Path, stem: str,
+                  environments: dict[str, dict] | None = None) -> None:
+    """CSV + JSON of the rows; ``environments`` records which run (machine, commit, time) gave each model."""
     import csv
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -274,7 +493,10 @@ def write_outputs(rows: list[dict], env: dict, out_dir: Path, stem: str) -> None
         writer.writerows(rows)
     os.replace(tmp, out_dir / f"{stem}.csv")
     tmp = out_dir / f".{stem}.json.tmp"
-    tmp.write_text(json.dumps({"environment": env, "rows": rows}, indent=1))
+    doc = {"environment": env, "rows": rows}
+    if environments:
+        doc["environments"] = environments
+    tmp.write_text(json.dumps(doc, indent=1))
     os.replace(tmp, out_dir / f"{stem}.json")
 
 
@@ -284,14 +506,20 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    models = list(dict.fromkeys(r["model"] for r in rows))
+    seen = list(dict.fromkeys(r["model"] for r in rows))
+    models = [m for m in MODELS if m in seen] + [m for m in seen if m not in MODELS]
     fig, axes = plt.subplots(1, len(models), figsize=(max(5 * len(models), 7), 5), squeeze=False)
     for ax, model in zip(axes[0], models):
         sub = sorted((r for r in rows if r["model"] == model), key=lambda r: r["median_ms"])
         colors = ["tab:red" if "ours" in r["optimizer"] else "tab:gray" if "official" in r["optimizer"]
                   else "tab:blue" for r in sub]
-        ax.barh([r["optimizer"] for r in sub], [r["median_ms"] for r in sub], color=colors)
+        # a baseline run in several memory batches has one bar per batch, each named by its batch
+        repeats = Counter(r["optimizer"] for r in sub)
+        labels = [f"{r['optimizer']} [batch {r.get('batch')}]" if repeats[r["optimizer"]] > 1 else r["optimizer"]
+                  for r in sub]
+        ax.barh(labels, [r["median_ms"] for r in sub], color=colors)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # labelled minor ticks overlap
         ax.set_xlabel("optimizer.step() median (ms, log scale)")
         ax.set_title(model)
     fig.suptitle(title, fontsize=10)
@@ -313,8 +541,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="steps per round (default 10 GPU, 2 CPU)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
     parser.add_argument("--batch-sizes", default="64,256", help="for --mode iteration")
-    parser.add_argument("--only", default=None, help="only optimizers whose label contains this text")
+    parser.add_argument("--only", default=None, help="only optimizers whose label contains this text (a ratio "
+                        "whose baseline is left out is NaN)")
     parser.add_argument("--no-reference", action="store_true", help="skip the official adamp==0.3.0")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the rows of other models already in the output folder's step.json")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default results/bench/<device>)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -333,16 +564,25 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     names = MODELS if (args.models == "all" or (args.models is None and gpu)) else \
         (args.models or "resnet50").split(",")
-    rows = []
+    rows, environments = _previous_runs(out / "step.json", keep_unless=set(names)) if args.merge else ([], {})
     for name in names:
         print(f"== {name}", flush=True)
         model_rows = bench_model(name, device, rounds, steps, args.warmup, not args.no_reference, args.only)
-        print_table(model_rows, ["optimizer", "median_ms", "min_ms", "max_ms", "ratio_to_adamw",
-                                 "ratio_to_sgd", "speedup_vs_official", "step_peak_extra_mib", "warmup_s"])
+        if not model_rows:
+            continue
+        environments[name] = env
+        split = len({r["batch"] for r in model_rows}) > 1
+        print_table(model_rows, ["batch"] * split + ["optimizer", "median_ms", "min_ms", "max_ms", "ratio_to_adamw",
+                                                     "ratio_to_sgd", "speedup_vs_official", "step_peak_extra_mib",
+                                                     "warmup_s"])
         rows += model_rows
-        write_outputs(rows, env, out, "step")  # after each model, so an interrupted run keeps its results
+        # after each model, so an interrupted run keeps its results
+        write_outputs(rows, env, out, "step", environments=environments)
         if gpu:
             torch.cuda.empty_cache()
+    if not rows:
+        print("nothing was measured")
+        return 1
     plot(rows, out / "step.png", f"optimizer.step() on {env['device_name']} (torch {env['torch']})")
     print(f"wrote {out}/step.csv, step.json, step.png")
     return 0

@@ -1,5 +1,6 @@
 """Shared test setup: the repository root is importable (also in spawned worker processes, which inherit
-sys.path), and no per-run progress bars clutter the test output."""
+sys.path), no per-run progress bars clutter the test output, and on machines without a GPU Triton runs in
+its interpreter (so the Triton kernels of the fused path are tested on the CPU)."""
 
 import os
 import sys
@@ -11,6 +12,18 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("BENCHMARKS_NO_PROGRESS", "1")
+
+
+def _interpret_triton_without_a_gpu() -> None:
+    # The fused path's Triton kernels (adamp/_triton.py) run on CPU tensors only under Triton's
+    # interpreter, which must be chosen before triton is first imported (torch imports it lazily).
+    import torch
+
+    if not torch.cuda.is_available() and "triton" not in sys.modules:
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+_interpret_triton_without_a_gpu()
 
 
 @pytest.fixture

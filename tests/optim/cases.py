@@ -113,6 +113,9 @@ def max_rel_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     worst = 0.0
     for x, y in zip(a, b):
         x, y = x.detach().double(), y.detach().double()
+        assert x.shape == y.shape, (x.shape, y.shape)
+        if not x.numel():
+            continue
         scale = x.abs().max().clamp_min(1e-300)
         worst = max(worst, ((x - y).abs().max() / scale).item())
     return worst

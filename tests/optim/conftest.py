@@ -1,11 +1,13 @@
 """Implementation variants that are off by default or only run on accelerators, forced by test id:
 "single-select" (device-side selection of the single-tensor path), "foreach-segmented" (the batched
-projection of the multi-tensor path) and "fused-segmented" (the fused path compiling the batched projection,
-adamp._fused.SEGMENTED)."""
+projection of the multi-tensor path), "fused-segmented" (the fused path compiling the batched projection,
+adamp._fused.SEGMENTED) and "fused-triton" (the fused path's Triton kernels, adamp._fused.BACKEND; on the
+CPU through Triton's interpreter, see tests/conftest.py)."""
 
 import pytest
+import torch
 
-from adamp import _fused, _projection
+from adamp import _fused, _projection, _triton
 
 
 @pytest.fixture(autouse=True)
@@ -16,3 +18,16 @@ def _accelerator_variants_on_cpu(request, monkeypatch):
         monkeypatch.setattr(_projection, "SEGMENTED", True)
     if "fused-segmented" in request.node.name:
         monkeypatch.setattr(_fused, "SEGMENTED", True)
+    if "fused-triton" not in request.node.name:
+        yield
+        return
+    if not _triton.available(torch.device("cpu")):
+        # only where tests/conftest.py left the interpreter off: machines with a GPU, whose CUDA tests
+        # run the compiled kernels instead
+        pytest.skip("Triton's interpreter is off on machines with a GPU (see the CUDA tests)")
+    monkeypatch.setattr(_fused, "BACKEND", "triton")
+    calls = []
+    real_step = _triton.step
+    monkeypatch.setattr(_triton, "step", lambda *a, **k: real_step(*a, **k) and (calls.append(1) or True))
+    yield
+    assert calls, "the Triton kernels were never launched: the test ran another implementation"

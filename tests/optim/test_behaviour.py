@@ -12,16 +12,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import adamp
+from adamp import _fused
 from adamp._projection import multi_tensor_projection, single_tensor_projection
 from tests.optim.cases import OPTIMS, PROBLEM, max_rel_diff, run_steps
 
-IMPLS = ["single", "single-select", "foreach", "foreach-segmented"]  # variants: tests/optim/conftest.py
+IMPLS = ["single", "single-select", "foreach", "foreach-segmented", "fused-triton"]  # see tests/optim/conftest.py
 CASES = [(info, impl) for info in OPTIMS for impl in IMPLS]
 IDS = [f"{i.name}-{m}" for i, m in CASES]
+# under torch.compile the fused path traces its inductor formulation, never the Triton kernels
+EAGER_CASES = [(info, impl) for info, impl in CASES if impl != "fused-triton"]
 
 
 def _kwargs(info, impl):
-    return dict(list(info.variants.values())[1], foreach=impl.startswith("foreach"))
+    return dict(list(info.variants.values())[1], foreach=impl.startswith("foreach"), fused=impl.startswith("fused"))
 
 
 def _convnet():
@@ -162,7 +165,7 @@ def test_grad_scaler_skips_steps_with_inf(info, impl):
     assert scaler.get_scale() < 2.0**8
 
 
-@pytest.mark.parametrize("info,impl", CASES, ids=IDS)
+@pytest.mark.parametrize("info,impl", EAGER_CASES, ids=[f"{i.name}-{m}" for i, m in EAGER_CASES])
 def test_compiled_training_step_has_no_graph_break_in_step(info, impl):
     """torch.compile(fullgraph=True) of a whole training step: any graph break or host sync raises."""
     torch._dynamo.reset()
@@ -284,11 +287,13 @@ def test_one_dimensional_params_are_never_flagged():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on the GPU machine)")
 @pytest.mark.parametrize("info", OPTIMS, ids=[i.name for i in OPTIMS])
-@pytest.mark.parametrize("impl", ["single", "foreach", "fused"])
-def test_step_never_synchronises_on_cuda(info, impl):
+@pytest.mark.parametrize("impl", ["single", "foreach", "fused", "fused-triton"])
+def test_step_never_synchronises_on_cuda(info, impl, monkeypatch):
+    if impl == "fused-triton":
+        monkeypatch.setattr(_fused, "BACKEND", "triton")
     model = _convnet().cuda().to(memory_format=torch.channels_last)
     opt = info.cls(model.parameters(), **dict(list(info.variants.values())[1]), foreach=impl == "foreach",
-                   fused=impl == "fused")
+                   fused=impl.startswith("fused"))
     x, y = (t.cuda() for t in _batch())
     for step in range(3):
         opt.zero_grad()

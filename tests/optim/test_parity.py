@@ -14,7 +14,8 @@ from benchmarks.reference import load_reference
 STEPS = 50
 # "single-select": the single-tensor path with the device-side selection it uses on GPUs / under compile;
 # "foreach-segmented": the multi-tensor path with the batched projection it uses on GPUs
-IMPLS = ["single", "single-select", "foreach", "foreach-segmented", "fused", "fused-segmented"]
+# "fused-triton": the fused path's Triton kernels (through Triton's interpreter on the CPU)
+IMPLS = ["single", "single-select", "foreach", "foreach-segmented", "fused", "fused-segmented", "fused-triton"]
 MATRIX = [(info, vid, impl) for info in OPTIMS for vid in info.variants for impl in IMPLS]
 
 
@@ -109,7 +110,7 @@ def test_state_dict_interchange(reference, info, direction):
 
 
 @pytest.mark.parametrize("info", OPTIMS, ids=[i.name for i in OPTIMS])
-@pytest.mark.parametrize("impl", ["foreach", "foreach-segmented", "fused", "fused-segmented"])
+@pytest.mark.parametrize("impl", ["foreach", "foreach-segmented", "fused", "fused-segmented", "fused-triton"])
 def test_float32_paths_agree_with_single(info, impl):
     kwargs = list(info.variants.values())[1]
     single_params = PROBLEM.make_params(torch.float32)
