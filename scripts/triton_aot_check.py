@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(line for line in compiled.asm["ptx"].splitlines() if args.ptx_grep in line))
         if args.registers:
             registers, spill = _ptxas_usage(compiled.asm["ptx"], args.arch)
-            variant = " ".join(f"{k}={_short(v)}" for k, v in constexprs.items() if not k.startswith(("BLOCK", "CHUNK")))
+            variant = " ".join(f"{k}={_short(v)}" for k, v in constexprs.items()
+                               if not k.startswith(("BLOCK", "CHUNK")))
             print(f"{fn.__name__:15s} {variant:75s} registers {registers:3d}  spill bytes {spill}")
             if spill and constexprs["M_DTYPE"] != tl.float64:
                 spilling.append(f"{fn.__name__} {variant}")
