@@ -154,11 +154,13 @@ _TABLES: dict[tuple, tuple[Layout, Tensor]] = {}
 
 def _tables(lists: list[list[Tensor]], delta: float) -> tuple[Layout, Tensor] | None:
     """The layout and the device table of addresses for these tensors, or None if the kernels cannot take
-    them. Cached by the addresses themselves: in steady training grads are reallocated at the same
-    addresses step after step, so the table is built and copied to the device once."""
+    them. Cached by the addresses and the shapes: in steady training grads are reallocated at the same
+    addresses step after step, so the table is built and copied to the device once. (The shapes belong to
+    the key because memory freed by one set of tensors can be handed to another of other shapes. A grad is
+    laid out like its param by autograd, so strides are checked only when the addresses change.)"""
     params, grads, state1, state2 = lists
     ptrs = tuple(x.data_ptr() for quad in zip(params, grads, state1, state2) for x in quad)
-    key = (delta, state1[0].dtype, ptrs)
+    key = (delta, state1[0].dtype, ptrs, tuple(p.shape for p in params), BLOCK_R, CHUNK)
     hit = _TABLES.get(key)
     if hit is not None:
         return hit

@@ -156,3 +156,20 @@ def test_compiled_kernels_match_single_on_cuda(cls, kwargs, dtype):
         _run(cls, kwargs, kernels, 6, triton=True)
     assert calls
     assert max_rel_diff(single, kernels) <= (1e-12 if dtype == torch.float64 else 1e-5)
+
+
+@needs_kernels
+def test_tables_are_not_reused_for_other_shapes_at_the_same_addresses(monkeypatch):
+    """Memory freed by one set of tensors can come back, at the same addresses, as tensors of other shapes."""
+    storage = torch.randn(35, dtype=torch.float64)
+    grad_storage, m, v = torch.randn(35, dtype=torch.float64), torch.zeros(35, dtype=torch.float64), \
+        torch.zeros(35, dtype=torch.float64)
+    scalars = [0.9, 0.1, 0.999, 0.001, 1.0, 1e-8, -1e-3, 1.0, 1.0]
+    seen = []
+    for shape in ((5, 7), (7, 5)):
+        views = [t.view(shape) for t in (storage, grad_storage, m, v)]
+        assert _triton.step(_triton.ADAMP, [views[0]], [views[1]], [views[2]], [views[3]], scalars,
+                            delta=0.1, nesterov=False, maximize=False)
+        layout, _ = _triton._tables([[views[0]], [views[1]], [views[2]], [views[3]]], 0.1)
+        seen.append(int(layout.meta[0, 0]))  # rows of the tensor, as the kernels see it
+    assert seen == [5, 7]
