@@ -11,6 +11,7 @@ of shapes compiles (seconds to a minute); later steps reuse the compiled code.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 import torch
@@ -25,7 +26,9 @@ SEGMENTED = False
 #: kernels (:mod:`adamp._triton`), three launches per group whatever the number of tensors; used on CUDA
 #: devices (and on the CPU under ``TRITON_INTERPRET=1``, how the tests run it), "inductor" elsewhere.
 #: Off by default until it has been timed on a GPU (``python -m benchmarks.bench_step`` times both).
-BACKEND = "inductor"
+#: The environment variable ``ADAMP_FUSED_BACKEND`` sets it without code (e.g. for a whole sweep).
+BACKENDS = ("inductor", "triton")
+BACKEND = os.environ.get("ADAMP_FUSED_BACKEND", "inductor")
 _COMPILED: dict[tuple[str, str], Callable] = {}
 
 
@@ -40,6 +43,9 @@ def compiled(kind: str, fn: Callable) -> Callable:
 def use_triton(params: list[Tensor]) -> bool:
     """Whether this group of one device and dtype should try the Triton kernels (``BACKEND``); they still
     decline tensor layouts they do not handle (``adamp._triton.step`` returns False)."""
+    if BACKEND not in BACKENDS:
+        raise ValueError(f"adamp._fused.BACKEND (or ADAMP_FUSED_BACKEND) is {BACKEND!r}; expected one of "
+                         f"{', '.join(map(repr, BACKENDS))}")
     if BACKEND != "triton" or not params or torch.compiler.is_compiling():
         return False  # a step compiled by the caller traces the inductor formulation instead
     from . import _triton

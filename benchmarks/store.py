@@ -160,7 +160,8 @@ def device_name(device: str | None) -> str:
 
 
 def collect_env(device: str | None = None) -> dict[str, Any]:
-    """torch version, python, device name, git commit, host."""
+    """torch version, python, device name, git commit, host, and which kernels ``fused=True`` used when the
+    run chose them through ``ADAMP_FUSED_BACKEND`` (timings depend on it)."""
     try:
         import torch
 
@@ -173,6 +174,7 @@ def collect_env(device: str | None = None) -> dict[str, Any]:
         "device": device_name(device),
         "git_commit": git_commit(),
         "host": socket.gethostname(),
+        "adamp_fused_backend": os.environ.get("ADAMP_FUSED_BACKEND"),
     }
 
 

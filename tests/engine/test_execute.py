@@ -37,7 +37,7 @@ def test_done_run_writes_record_and_history(tmp_path):
     assert record["metrics"]["best_val_loss"] <= record["metrics"]["val_loss"]
     assert record["timing"]["steps"] == 8 and record["timing"]["step_time_s"] > 0
     assert {"started", "ended", "wall_s", "steps", "step_time_s"} <= set(record["timing"])
-    assert set(record["env"]) >= {"torch", "python", "device", "git_commit", "host"}
+    assert set(record["env"]) >= {"torch", "python", "device", "git_commit", "host", "adamp_fused_backend"}
     assert record["env"]["torch"] == torch.__version__
     lines = history(spec)
     train = [l for l in lines if l["split"] == "train"]

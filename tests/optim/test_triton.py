@@ -173,3 +173,16 @@ def test_tables_are_not_reused_for_other_shapes_at_the_same_addresses(monkeypatc
         layout, _ = _triton._tables([[views[0]], [views[1]], [views[2]], [views[3]]], 0.1)
         seen.append(int(layout.meta[0, 0]))  # rows of the tensor, as the kernels see it
     assert seen == [5, 7]
+
+
+def test_backend_comes_from_the_environment_and_a_wrong_one_is_a_clear_error(monkeypatch):
+    env = dict(os.environ, ADAMP_FUSED_BACKEND="triton")
+    proc = subprocess.run([sys.executable, "-c", "import adamp._fused as f; print(f.BACKEND)"], env=env,
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.stdout.strip() == "triton", proc.stderr[-2000:]
+    monkeypatch.setattr(_fused, "BACKEND", "trition")
+    params = [torch.nn.Parameter(torch.randn(3, 4))]
+    params[0].grad = torch.randn(3, 4)
+    with pytest.raises(ValueError, match=r"^adamp._fused.BACKEND \(or ADAMP_FUSED_BACKEND\) is 'trition'; "
+                                         r"expected one of 'inductor', 'triton'$"):
+        adamp.AdamP(params, fused=True).step()
