@@ -27,6 +27,9 @@ ratios across kinds are NaN in a split model. The ``batch`` column says which ba
 when a kind's baselines and one entry cannot fit together, the model is skipped with a message.
 
 ``--merge`` keeps the rows of other models already in the output folder (e.g. to rerun one model).
+At the end it prints, per model, the fastest implementation of ours against the issue's targets (GPU:
+AdamP <= 1.5x torch AdamW fused, SGDP <= 1.5x torch SGD fused, >= 25x the official AdamP on ResNet-50;
+CPU: AdamP <= 1.5x torch AdamW foreach), each marked met or MISSED.
 """
 
 from __future__ import annotations
@@ -339,6 +342,34 @@ def bench_model(model: str, device: torch.device, rounds: int, steps: int, warmu
     return rows
 
 
+#: the issue's targets: (family of ours, ratio column, bound) per device type; speed-up over the official
+#: package on ResNet-50 (GPU only)
+TARGETS = {"cuda": [("adamp", "ratio_to_adamw", 1.5), ("sgdp", "ratio_to_sgd", 1.5)],
+           "cpu": [("adamp", "ratio_to_adamw", 1.5)]}
+GPU_SPEEDUP_TARGET = 25.0
+
+
+def target_summary(rows: list[dict], device: torch.device) -> list[str]:
+    """One line per model and target: the fastest implementation of ours, its ratio, met or missed."""
+    lines = ["targets (fastest implementation of ours per model):"]
+    kind = "cuda" if device.type == "cuda" else "cpu"
+    for model in dict.fromkeys(r["model"] for r in rows):
+        for family, column, bound in TARGETS[kind]:
+            ours = [r for r in rows if r["model"] == model and r.get("family") == family and "(ours)" in r["optimizer"]
+                    and r.get(column) == r.get(column)]  # NaN ratios (baseline not run) cannot be judged
+            if not ours:
+                continue
+            best = min(ours, key=lambda r: r[column])
+            verdict = "met" if best[column] <= bound else "MISSED"
+            line = f"  {model}: {best['optimizer']} {best[column]:.2f}x ({column}, target <= {bound}x) {verdict}"
+            if kind == "cuda" and model == "resnet50" and family == "adamp":
+                speedup = best["speedup_vs_official"]
+                line += (f"; {speedup:.1f}x faster than official (target >= {GPU_SPEEDUP_TARGET:.0f}x) "
+                         f"{'met' if speedup >= GPU_SPEEDUP_TARGET else 'MISSED'}")
+            lines.append(line)
+    return lines
+
+
 def _bench_batch(model: str, batch: list[Entry], params: list[torch.nn.Parameter], device: torch.device,
                  rounds: int, steps: int, warmup: int) -> list[dict]:
     """Warm up, then time the entries in interleaved rounds; one row per entry that could be built."""
@@ -584,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         print("nothing was measured")
         return 1
     plot(rows, out / "step.png", f"optimizer.step() on {env['device_name']} (torch {env['torch']})")
+    print("\n".join(target_summary(rows, device)))
     print(f"wrote {out}/step.csv, step.json, step.png")
     return 0
 

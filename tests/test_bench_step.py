@@ -220,3 +220,24 @@ def test_merge_keeps_other_models_and_replaces_the_rerun_one(tmp_path, one_threa
     (tmp_path / "step.json").write_text("{not json")
     with pytest.raises(SystemExit, match="--merge: cannot read .*step.json"):
         bench_step.main(argv)
+
+
+def test_target_summary_judges_the_fastest_of_ours_per_model():
+    def row(model, label, family, **ratios):
+        return dict(model=model, optimizer=label, family=family, **ratios)
+
+    nan = float("nan")
+    rows = [row("resnet50", "adamp foreach (ours)", "adamp", ratio_to_adamw=9.0, ratio_to_sgd=nan,
+                speedup_vs_official=3.0),
+            row("resnet50", "adamp fused-triton (ours)", "adamp", ratio_to_adamw=1.2, ratio_to_sgd=nan,
+                speedup_vs_official=30.0),
+            row("resnet50", "official adamp 0.3.0", "adamp", ratio_to_adamw=0.5, ratio_to_sgd=nan,
+                speedup_vs_official=1.0),
+            row("resnet50", "sgdp fused (ours)", "sgdp", ratio_to_adamw=nan, ratio_to_sgd=2.0,
+                speedup_vs_official=4.0)]
+    gpu = bench_step.target_summary(rows, torch.device("cuda"))
+    assert gpu[1] == ("  resnet50: adamp fused-triton (ours) 1.20x (ratio_to_adamw, target <= 1.5x) met; "
+                      "30.0x faster than official (target >= 25x) met")
+    assert gpu[2] == "  resnet50: sgdp fused (ours) 2.00x (ratio_to_sgd, target <= 1.5x) MISSED"
+    cpu = bench_step.target_summary(rows, CPU)
+    assert cpu[1:] == ["  resnet50: adamp fused-triton (ours) 1.20x (ratio_to_adamw, target <= 1.5x) met"]
