@@ -311,13 +311,14 @@ def add_ratios(rows: list[dict], device: torch.device) -> None:
 
 
 def bench_model(model: str, device: torch.device, rounds: int, steps: int, warmup: int,
-                with_reference: bool, only: str | None) -> list[dict]:
+                with_reference: bool, only: str | None, skip: str | None = None) -> list[dict]:
     params = build_params(model, device)
     n_params = sum(p.numel() for p in params)
     gen = torch.Generator(device=device).manual_seed(0)
     for p in params:
         p.grad = torch.randn(p.shape, generator=gen, device=device) * 1e-2
-    chosen = [e for e in entries(device, with_reference) if only is None or only in e.label]
+    chosen = [e for e in entries(device, with_reference)
+              if (only is None or only in e.label) and (skip is None or skip not in e.label)]
     baselines = {*ratio_baselines(device), *OFFICIAL.values()}
     param_bytes = sum(p.numel() * p.element_size() for p in params)
     available = available_memory_bytes(device)  # after the shared params and grads exist
@@ -574,6 +575,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-sizes", default="64,256", help="for --mode iteration")
     parser.add_argument("--only", default=None, help="only optimizers whose label contains this text (a ratio "
                         "whose baseline is left out is NaN)")
+    parser.add_argument("--skip", default=None, help="leave out optimizers whose label contains this text "
+                        "(e.g. 'segmented': their compilation takes minutes)")
     parser.add_argument("--no-reference", action="store_true", help="skip the official adamp==0.3.0")
     parser.add_argument("--merge", action="store_true",
                         help="keep the rows of other models already in the output folder's step.json")
@@ -598,7 +601,8 @@ def main(argv: list[str] | None = None) -> int:
     rows, environments = _previous_runs(out / "step.json", keep_unless=set(names)) if args.merge else ([], {})
     for name in names:
         print(f"== {name}", flush=True)
-        model_rows = bench_model(name, device, rounds, steps, args.warmup, not args.no_reference, args.only)
+        model_rows = bench_model(name, device, rounds, steps, args.warmup, not args.no_reference, args.only,
+                                 args.skip)
         if not model_rows:
             continue
         environments[name] = env

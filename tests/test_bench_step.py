@@ -241,3 +241,11 @@ def test_target_summary_judges_the_fastest_of_ours_per_model():
     assert gpu[2] == "  resnet50: sgdp fused (ours) 2.00x (ratio_to_sgd, target <= 1.5x) MISSED"
     cpu = bench_step.target_summary(rows, CPU)
     assert cpu[1:] == ["  resnet50: adamp fused-triton (ours) 1.20x (ratio_to_adamw, target <= 1.5x) met"]
+
+
+def test_skip_leaves_out_matching_entries(tiny_bench, monkeypatch, one_thread):
+    monkeypatch.setattr(bench_step, "available_memory_bytes", lambda device: 10**12)
+    rows = bench_step.bench_model("tiny", CPU, rounds=1, steps=1, warmup=1, with_reference=False, only="torch",
+                                  skip="adam")
+    labels = {r["optimizer"] for r in rows}
+    assert labels == {"torch sgd foreach", "torch sgd fused"}
