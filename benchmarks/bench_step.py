@@ -473,15 +473,22 @@ def bench_iteration(device: torch.device, batch_sizes: list[int], rounds: int, o
     return rows
 
 
-def environment(device: torch.device) -> dict:
+def _git(*args: str) -> str | None:
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent).stdout.strip() or None
+        proc = subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent)
     except OSError:
-        commit = None
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def environment(device: torch.device) -> dict:
+    """Where and with what the figures were measured; ``dirty`` says the code had uncommitted changes."""
+    commit = _git("rev-parse", "HEAD") or None
+    status = _git("status", "--porcelain", "--untracked-files=no")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     return dict(device=str(device), device_name=name, torch=torch.__version__, python=sys.version.split()[0],
-                threads=torch.get_num_threads(), cpu_count=os.cpu_count(), commit=commit, host=platform.node(),
+                threads=torch.get_num_threads(), cpu_count=os.cpu_count(), commit=commit,
+                dirty=None if status is None else bool(status), host=platform.node(),
                 time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
 

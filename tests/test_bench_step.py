@@ -200,6 +200,7 @@ def test_main_writes_csv_and_json_with_the_cpu_memory_column(tmp_path, one_threa
     assert math.isfinite(peak) and peak > 0
     data = json.loads((tmp_path / "step.json").read_text())
     assert data["rows"][0]["step_peak_extra_mib"] == pytest.approx(peak)
+    assert data["environment"]["dirty"] in (True, False, None)  # None only outside a git checkout
     assert (tmp_path / "step.png").exists()
 
 
