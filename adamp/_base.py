@@ -30,6 +30,12 @@ def check_number(name: str, value: Any, *, low: float = 0.0, high: float | None 
         raise ValueError(f"Invalid {name}: {value}; expected a number in [{low}, {high}{bracket}")
 
 
+def projectable(p: Tensor) -> bool:
+    """Whether the scale-invariance test and projection apply to ``p``: at least 2 dims (the official rule)
+    and at least one element (an empty tensor has no rows to test)."""
+    return p.ndim >= 2 and p.numel() > 0
+
+
 def state_dtype(p: Tensor) -> torch.dtype:
     """Optimizer state is kept in float32 for half-precision params (an eps of 1e-8 is 0 in fp16)."""
     return torch.float32 if p.dtype in LOW_PRECISION else p.dtype

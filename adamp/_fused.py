@@ -17,6 +17,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from ._base import LOW_PRECISION, projectable, state_dtype
+
 COMPILE_OPTIONS: dict[str, Any] = {"fullgraph": True}
 #: Compile the batched (segmented) projection instead of the per-tensor one: a constant number of kernels
 #: per step instead of a few per weight tensor. Off by default until it has been timed on a GPU
@@ -57,16 +59,16 @@ def segmented_layout(params: list[Tensor], delta: float):
     """The segmented layout of the >= 2-D tensors among ``params``, built eagerly (in the math dtype)."""
     from ._segmented import layout_for
 
-    multi = [p for p in params if p.ndim >= 2 and p.numel()]
+    multi = [p for p in params if projectable(p)]
     if not multi:
         return None
-    dtype = torch.float32 if multi[0].dtype in (torch.float16, torch.bfloat16) else multi[0].dtype
+    dtype = state_dtype(multi[0])
     return layout_for([tuple(p.shape) for p in multi], multi[0].device, dtype, delta)
 
 
 def as_device_scalars(values: dict[str, float], device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
     """0-d tensors on ``device`` (filled by a kernel, no host synchronisation) in the math dtype."""
-    math_dtype = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    math_dtype = torch.float32 if dtype in LOW_PRECISION else dtype
     return {k: torch.full((), v, dtype=math_dtype, device=device) for k, v in values.items()}
 
 

@@ -8,7 +8,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import Tensor
 
-from ._base import LOW_PRECISION
+from ._base import LOW_PRECISION, projectable
 
 
 def group_by_device_and_dtype(tensor_lists: Sequence[list[Tensor]]) -> list[list[list[Tensor]]]:
@@ -55,6 +55,15 @@ def work_copies(params: list[Tensor], grads: list[Tensor], maximize: bool) -> tu
 
 def split_by_ndim(indices: list[int], params: list[Tensor]) -> tuple[list[int], list[int]]:
     """Indices of tensors the projection applies to (ndim >= 2, not empty) and the rest."""
-    multi = [i for i in indices if params[i].ndim >= 2 and params[i].numel()]
-    flat = [i for i in indices if not (params[i].ndim >= 2 and params[i].numel())]
+    multi = [i for i in indices if projectable(params[i])]
+    flat = [i for i in indices if not projectable(params[i])]
     return multi, flat
+
+
+def device_table(values, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A small host-built table (index vectors, bounds, addresses, scalars) on ``device``, copied from pinned
+    memory without blocking, so that building it never synchronises the device with the host."""
+    host = torch.tensor(values, dtype=dtype)
+    if device.type == "cuda":
+        host = host.pin_memory()
+    return host.to(device, non_blocking=True)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._base import projectable
 from ._segmented import apply_decay_, segmented_projection
 
 
@@ -130,7 +131,7 @@ def scale_invariant(weight: Tensor, grad: Tensor, delta: float = 0.1, eps: float
 
     Tensors with fewer than 2 dims are never projected by AdamP/SGDP, so they are never flagged.
     """
-    if weight.ndim < 2 or not weight.numel():
+    if not projectable(weight):
         return torch.zeros((), dtype=torch.bool, device=weight.device)
     scratch = torch.zeros_like(weight)
     return multi_tensor_projection([weight.detach()], [grad.detach()], [scratch], delta, eps)[0]

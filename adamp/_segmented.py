@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ._multi_tensor import device_table
+
 
 @dataclass(frozen=True)
 class _Layout:
@@ -35,12 +37,6 @@ class _Layout:
 
 _LAYOUTS: dict[tuple, _Layout] = {}
 
-
-def _to_device(values: list, dtype: torch.dtype, device: torch.device) -> Tensor:
-    host = torch.tensor(values, dtype=dtype)
-    if device.type == "cuda":
-        host = host.pin_memory()
-    return host.to(device, non_blocking=True)
 
 
 def layout_for(shapes: list[tuple[int, ...]], device: torch.device, dtype: torch.dtype, delta: float) -> _Layout:
@@ -60,12 +56,12 @@ def layout_for(shapes: list[tuple[int, ...]], device: torch.device, dtype: torch
         # The bounds are computed in double precision, as the official code does, then rounded once.
         layout = _Layout(
             numels=numels, numel=sum(numels),
-            row_lengths=_to_device(row_lengths, torch.int64, device),
-            rows_per_tensor=_to_device(rows, torch.int64, device),
-            row_tensor=_to_device(row_tensor, torch.int64, device),
-            channel_bound=_to_device([delta / math.sqrt(n) for n in lengths], dtype, device),
-            layer_bound=_to_device([delta / math.sqrt(n) for n in numels], dtype, device),
-            numel_counts=_to_device(numels, torch.int64, device),
+            row_lengths=device_table(row_lengths, torch.int64, device),
+            rows_per_tensor=device_table(rows, torch.int64, device),
+            row_tensor=device_table(row_tensor, torch.int64, device),
+            channel_bound=device_table([delta / math.sqrt(n) for n in lengths], dtype, device),
+            layer_bound=device_table([delta / math.sqrt(n) for n in numels], dtype, device),
+            numel_counts=device_table(numels, torch.int64, device),
         )
         if len(_LAYOUTS) > 64:  # models with many distinct groups: keep the cache bounded
             _LAYOUTS.clear()

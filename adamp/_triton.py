@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ._multi_tensor import device_table
+
 try:
     import triton
     import triton.language as tl
@@ -108,13 +110,6 @@ class Layout:
 _LAYOUTS: dict[tuple, Layout] = {}
 
 
-def _to_device(host: Tensor, device: torch.device) -> Tensor:
-    # From pinned memory without blocking: building a table never synchronises the device.
-    if device.type == "cuda":
-        return host.pin_memory().to(device, non_blocking=True)
-    return host.clone()
-
-
 def layout_for(params: list[Tensor], math_dtype: torch.dtype, delta: float) -> Layout:
     """The (cached) tables describing tensors of these shapes."""
     device = params[0].device
@@ -139,9 +134,9 @@ def layout_for(params: list[Tensor], math_dtype: torch.dtype, delta: float) -> L
         piece_base += rows * pieces
     layout = Layout(
         n_tensors=len(shapes), n_tiles=len(tiles), n_rows=row_base, n_pieces=piece_base,
-        meta=_to_device(torch.tensor(meta, dtype=torch.int64), device),
-        tiles=_to_device(torch.tensor(tiles or [[0, 0]], dtype=torch.int64), device),
-        bounds=_to_device(torch.tensor(bounds, dtype=torch.float64).to(math_dtype), device),
+        meta=device_table(meta, torch.int64, device),
+        tiles=device_table(tiles or [[0, 0]], torch.int64, device),
+        bounds=device_table(bounds, math_dtype, device),
     )
     if len(_LAYOUTS) > 64:  # many distinct groups: keep the cache bounded
         _LAYOUTS.clear()
@@ -167,7 +162,7 @@ def _tables(lists: list[list[Tensor]], delta: float) -> tuple[Layout, Tensor] | 
     if not supported(params, grads, state1, state2):
         return None
     layout = layout_for(params, state1[0].dtype, delta)
-    tables = (layout, _to_device(torch.tensor(ptrs, dtype=torch.int64), params[0].device))
+    tables = (layout, device_table(ptrs, torch.int64, params[0].device))
     if len(_TABLES) >= 16:  # e.g. grads that move every step: keep only recent tables
         _TABLES.pop(next(iter(_TABLES)))
     _TABLES[key] = tables
@@ -200,7 +195,7 @@ def step(algo: int, params: list[Tensor], grads: list[Tensor], state1: list[Tens
         return True
     device = params[0].device
     math_dtype = state1[0].dtype
-    scal = _to_device(torch.tensor(scalars, dtype=torch.float64), device)
+    scal = device_table(scalars, torch.float64, device)
     stats = torch.empty((layout.n_pieces, 4), dtype=math_dtype, device=device)
     coef = torch.empty(layout.n_rows, dtype=math_dtype, device=device)
     decay = torch.empty(layout.n_tensors, dtype=math_dtype, device=device)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from . import _fused
-from ._base import LOW_PRECISION, ProjectedOptimizer, check_number, functional_impl
+from ._base import LOW_PRECISION, ProjectedOptimizer, check_number, functional_impl, projectable
 from ._multi_tensor import chunks_by_numel, split_by_ndim, work_copies
 from ._projection import add_scaled_, decay_scale, project_and_decay_, single_tensor_projection
 
@@ -160,7 +160,7 @@ def _single_tensor_adamp(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, l
         else:
             update = exp_avg / denom
 
-        if w.ndim > 1 and w.numel():  # an empty tensor has no rows to test
+        if projectable(w):
             projected = single_tensor_projection(w, grad, update, delta, eps)
             if weight_decay > 0:
                 w.mul_(decay_scale(projected, w, scale_projected, scale_plain))

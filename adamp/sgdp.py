@@ -9,7 +9,7 @@ from torch import Tensor
 from torch.optim.optimizer import required
 
 from . import _fused
-from ._base import LOW_PRECISION, ProjectedOptimizer, check_number, functional_impl
+from ._base import LOW_PRECISION, ProjectedOptimizer, check_number, functional_impl, projectable
 from ._multi_tensor import chunks_by_numel, group_by_device_and_dtype, split_by_ndim, work_copies
 from ._projection import add_scaled_, decay_scale, project_and_decay_, single_tensor_projection
 
@@ -154,7 +154,7 @@ def _single_tensor_sgdp(params, grads, momentum_buffers, *, lr, momentum, dampen
         else:
             update = buf if project_buffer else buf.clone()
 
-        if w.ndim > 1 and w.numel():  # an empty tensor has no rows to test
+        if projectable(w):
             projected = single_tensor_projection(w, grad, update, delta, eps)
             if weight_decay > 0:
                 w.mul_(decay_scale(projected, w, scale_projected, scale_plain))
