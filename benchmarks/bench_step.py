@@ -77,42 +77,40 @@ def build_params(name: str, device: torch.device) -> list[torch.nn.Parameter]:
     return [torch.nn.Parameter(p.detach().to(device)) for p in model.parameters()]
 
 
-class _Segmented:
-    """Steps an optimizer with the batched (segmented) projection switched on: ``adamp._projection.SEGMENTED``
-    for the foreach path, ``adamp._fused.SEGMENTED`` for the fused one (candidate defaults on GPUs, timed
-    here beside the per-tensor versions)."""
+class _Switched:
+    """Steps an optimizer with module switches of ``adamp`` set for the duration of the step (restored
+    after), e.g. the segmented projection or the Triton kernels: GPU candidates timed beside the defaults."""
 
-    def __init__(self, opt: torch.optim.Optimizer):
+    def __init__(self, opt: torch.optim.Optimizer, switches: list[tuple[Any, str, Any]]):
         self.opt = opt
-
-    def step(self) -> None:
-        from adamp import _fused, _projection
-
-        _fused.SEGMENTED = _projection.SEGMENTED = True
-        try:
-            self.opt.step()
-        finally:
-            _fused.SEGMENTED = _projection.SEGMENTED = False
-
-
-class _TritonKernels:
-    """Steps an optimizer (built with ``fused=True``) through the Triton kernels of ``adamp._triton``
-    (``adamp._fused.BACKEND = "triton"``; GPU only, timed beside the inductor-compiled fused path)."""
-
-    def __init__(self, opt: torch.optim.Optimizer):
-        self.opt = opt
+        self.switches = switches  # (module, attribute, value while stepping)
 
     def __getattr__(self, name: str):  # zero_grad, state, ... of the wrapped optimizer
         return getattr(self.opt, name)
 
     def step(self) -> None:
-        from adamp import _fused
-
-        before, _fused.BACKEND = _fused.BACKEND, "triton"
+        before = [(module, attr, getattr(module, attr)) for module, attr, _ in self.switches]
+        for module, attr, value in self.switches:
+            setattr(module, attr, value)
         try:
             self.opt.step()
         finally:
-            _fused.BACKEND = before
+            for module, attr, value in before:
+                setattr(module, attr, value)
+
+
+def _segmented(opt: torch.optim.Optimizer) -> _Switched:
+    """The batched (segmented) projection: foreach path and fused path alike."""
+    from adamp import _fused, _projection
+
+    return _Switched(opt, [(_fused, "SEGMENTED", True), (_projection, "SEGMENTED", True)])
+
+
+def _triton_kernels(opt: torch.optim.Optimizer) -> _Switched:
+    """``fused=True`` through the Triton kernels of ``adamp._triton`` (GPU only)."""
+    from adamp import _fused
+
+    return _Switched(opt, [(_fused, "BACKEND", "triton")])
 
 
 @dataclass
@@ -142,11 +140,11 @@ def entries(device: torch.device, with_reference: bool) -> list[Entry]:
     ]
     if gpu:  # GPU candidates: on the CPU torch's segmented kernels are single-threaded (4x-60x slower)
         out += [Entry(f"{name} {impl}-segmented (ours)", name,
-                      lambda p, cls=cls, kw=kw, impl=impl: _Segmented(cls(p, **kw, **{impl: True})))
+                      lambda p, cls=cls, kw=kw, impl=impl: _segmented(cls(p, **kw, **{impl: True})))
                 for name, cls, kw in (("adamp", adamp.AdamP, adamp_kw), ("sgdp", adamp.SGDP, sgdp_kw))
                 for impl in ("foreach", "fused")]
         out += [Entry(f"{name} fused-triton (ours)", name,
-                      lambda p, cls=cls, kw=kw: _TritonKernels(cls(p, **kw, fused=True)))
+                      lambda p, cls=cls, kw=kw: _triton_kernels(cls(p, **kw, fused=True)))
                 for name, cls, kw in (("adamp", adamp.AdamP, adamp_kw), ("sgdp", adamp.SGDP, sgdp_kw))]
     try:
         from timm.optim import SGDP as TimmSGDP
@@ -192,19 +190,13 @@ _MEASURED = "bench_step.measured_step"
 
 
 def peak_extra_mib(step_fn: Callable[[], Any], device: torch.device) -> float:
-    """Peak memory (MiB) allocated above the level before ``step_fn()`` while it runs; NaN if unknown.
+    """Peak CPU memory (MiB) allocated above the level before ``step_fn()`` while it runs; NaN if unknown.
 
-    CUDA reads the caching allocator's peak counter. The CPU has no such counter, so ``step_fn`` runs twice
-    under the profiler and the allocation (+) and free (-) events of the second call are summed in time order.
-    The first call is there because the profiler cannot see a free of memory allocated before it started: a
-    step that replaces a buffer it holds would otherwise count the new one as extra."""
-    if device.type == "cuda":
-        _sync(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        step_fn()
-        _sync(device)
-        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    (On CUDA the benchmark reads the caching allocator's peak counter around the timed rounds instead.) The
+    CPU has no such counter, so ``step_fn`` runs twice under the profiler and the allocation (+) and free (-)
+    events of the second call are summed in time order. The first call is there because the profiler cannot
+    see a free of memory allocated before it started: a step that replaces a buffer it holds would otherwise
+    count the new one as extra."""
     if device.type != "cpu":
         return float("nan")
     from torch.profiler import ProfilerActivity, profile, record_function
@@ -425,7 +417,7 @@ def bench_iteration(device: torch.device, batch_sizes: list[int], rounds: int, o
         "adamp foreach (ours)": lambda p: adamp.AdamP(p, lr=1e-3, weight_decay=1e-2, foreach=True),
     }
     if device.type == "cuda":
-        choices["adamp fused-triton (ours)"] = lambda p: _TritonKernels(
+        choices["adamp fused-triton (ours)"] = lambda p: _triton_kernels(
             adamp.AdamP(p, lr=1e-3, weight_decay=1e-2, fused=True))
     try:
         from benchmarks.reference import load_reference
@@ -522,21 +514,19 @@ def write_outputs(rows: list[dict], env: dict, out_dir: Path, stem: str,
                   environments: dict[str, dict] | None = None) -> None:
     """CSV + JSON of the rows; ``environments`` records which run (machine, commit, time) gave each model."""
     import csv
+    import io
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    tmp = out_dir / f".{stem}.csv.tmp"
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, out_dir / f"{stem}.csv")
-    tmp = out_dir / f".{stem}.json.tmp"
+    from benchmarks.atomic import write_text_atomic
+
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(out_dir / f"{stem}.csv", table.getvalue())
     doc = {"environment": env, "rows": rows}
     if environments:
         doc["environments"] = environments
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, out_dir / f"{stem}.json")
+    write_text_atomic(out_dir / f"{stem}.json", json.dumps(doc, indent=1))
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
