@@ -13,7 +13,7 @@ SLURM_FLAGS := $(if $(PARTITION),--partition $(PARTITION),) $(if $(ACCOUNT),--ac
 RUN := $(PYTHON) -m benchmarks run --executor $(EXECUTOR) $(SLURM_FLAGS)
 export BENCHMARKS_NO_PROGRESS ?= 0
 
-.PHONY: setup demo test parity-report check-data test-fast bench-step triton-check bench-engine tables plots report compare \
+.PHONY: setup demo test parity-report check-data test-fast bench-step step-ops triton-check bench-engine tables plots report compare \
         reproduce-toy reproduce-imagenet reproduce-retrieval reproduce-lm reproduce-audio reproduce-all \
         slurm-up slurm-down clean
 
@@ -44,6 +44,10 @@ test-fast: setup
 
 bench-step: setup
 	$(PYTHON) -m benchmarks.bench_step
+
+## Operations and host reads per optimizer step (the kernel-launch count a GPU pays), on any machine.
+step-ops: setup
+	$(PYTHON) -m benchmarks.step_ops
 
 ## The Triton kernels of the fused path, without a GPU: compile every variant for sm_90 (registers, spills),
 ## and the Python cost of one step with the launches stubbed out.

@@ -9,7 +9,9 @@ grows with the number of tensors, nothing is read back to the host, and the flat
 temporary of the parameters' size.
 
 Index vectors (row lengths, row-to-tensor map) are built once per set of shapes and cached on the device;
-they are copied from pinned memory without blocking, so even the first step does not synchronise.
+they are copied from pinned memory without blocking, so even the first step does not synchronise. Every
+``segment_reduce`` passes ``unsafe=True``: its default validates the lengths by reading two values back to
+the host (a synchronisation per call); the lengths here are built from the shapes and valid by construction.
 """
 
 from __future__ import annotations
@@ -27,12 +29,12 @@ from ._multi_tensor import device_table
 class _Layout:
     numels: list[int]
     numel: int
-    row_lengths: Tensor  # (R,) int64, length of every row of every tensor
-    rows_per_tensor: Tensor  # (T,) int64
+    row_lengths: Tensor  # (R,) int32 (int64 past 2**31 elements), length of every row of every tensor
+    rows_per_tensor: Tensor  # (T,) same dtype
     row_tensor: Tensor  # (R,) int64, tensor index of every row
     channel_bound: Tensor  # (T,) delta / sqrt(row length), in the math dtype
     layer_bound: Tensor  # (T,) delta / sqrt(numel)
-    numel_counts: Tensor  # (T,) int64, elements per tensor
+    numel_counts: Tensor  # (T,) same dtype as row_lengths, elements per tensor
 
 
 _LAYOUTS: dict[tuple, _Layout] = {}
@@ -54,14 +56,17 @@ def layout_for(shapes: list[tuple[int, ...]], device: torch.device, dtype: torch
         row_lengths = [length for length, r in zip(lengths, rows) for _ in range(r)]
         row_tensor = [t for t, r in enumerate(rows) for _ in range(r)]
         # The bounds are computed in double precision, as the official code does, then rounded once.
+        # int32 lengths where they fit: repeat_interleave builds its element-to-row index in the dtype of the
+        # lengths, and an int64 index of the chunk's size was a third of the step's temporary memory
+        index = torch.int32 if sum(numels) < 2**31 else torch.int64
         layout = _Layout(
             numels=numels, numel=sum(numels),
-            row_lengths=device_table(row_lengths, torch.int64, device),
-            rows_per_tensor=device_table(rows, torch.int64, device),
+            row_lengths=device_table(row_lengths, index, device),
+            rows_per_tensor=device_table(rows, index, device),
             row_tensor=device_table(row_tensor, torch.int64, device),
             channel_bound=device_table([delta / math.sqrt(n) for n in lengths], dtype, device),
             layer_bound=device_table([delta / math.sqrt(n) for n in numels], dtype, device),
-            numel_counts=device_table(numels, torch.int64, device),
+            numel_counts=device_table(numels, index, device),
         )
         if len(_LAYOUTS) > 64:  # models with many distinct groups: keep the cache bounded
             _LAYOUTS.clear()
@@ -92,13 +97,14 @@ def segmented_projection(params: list[Tensor], grads: list[Tensor], updates: lis
     for a, b in ((grads, params), (grads, grads), (params, params), (params, updates)):
         torch._foreach_copy_(views, a)
         torch._foreach_mul_(views, b)
-        dots.append(torch.segment_reduce(flat, "sum", lengths=layout.row_lengths))
+        dots.append(torch.segment_reduce(flat, "sum", lengths=layout.row_lengths, unsafe=True))
     del flat, views
     gw, gg, ww, wu = dots
 
     cos_rows = gw.abs() / (gg.sqrt().clamp_min(eps) * ww.sqrt().clamp_min(eps))
-    channel = torch.segment_reduce(cos_rows, "max", lengths=layout.rows_per_tensor) < layout.channel_bound
-    sums = torch.segment_reduce(torch.stack([gw, gg, ww, wu], dim=1), "sum", lengths=layout.rows_per_tensor, axis=0)
+    channel = torch.segment_reduce(cos_rows, "max", lengths=layout.rows_per_tensor, unsafe=True) < layout.channel_bound
+    sums = torch.segment_reduce(torch.stack([gw, gg, ww, wu], dim=1), "sum", lengths=layout.rows_per_tensor, axis=0,
+                                unsafe=True)
     gw_l, gg_l, ww_l, wu_l = sums.unbind(1)
     cos_layer = gw_l.abs() / (gg_l.sqrt().clamp_min(eps) * ww_l.sqrt().clamp_min(eps))
     layer = (cos_layer < layout.layer_bound) & ~channel

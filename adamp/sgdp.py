@@ -179,23 +179,24 @@ def _multi_tensor_sgdp(params, grads, momentum_buffers, *, lr, momentum, dampeni
                             [momentum, 1 - dampening, 0.0, 0.0, 1.0, eps, -lr, scale_projected, scale_plain],
                             delta=delta, nesterov=nesterov, maximize=maximize, project_buffer=project_buffer):
                 continue
-        layout = None
+        layouts = None
         if _compiled:
             scalars = _fused.as_device_scalars(scalars, ps[0].device, ps[0].dtype)
             if _fused.SEGMENTED:
-                layout = _fused.segmented_layout(ps, delta)
+                layouts = [_fused.segmented_layout([ps[i] for i in chunk], delta) for chunk in chunks_by_numel(ps)]
         core(ps, gs, bufs, **scalars, momentum=momentum, dampening=dampening, apply_decay=weight_decay > 0,
              nesterov=nesterov, eps=eps, delta=delta, project_buffer=project_buffer, maximize=maximize,
-             layout=layout)
+             layouts=layouts)
 
 
 def _multi_tensor_sgdp_core(ps, gs, bufs, *, neg_lr, scale_projected, scale_plain, momentum, dampening,
-                            apply_decay, nesterov, eps, delta, project_buffer, maximize, layout=None):
+                            apply_decay, nesterov, eps, delta, project_buffer, maximize, layouts=None):
+    """One device and dtype; ``layouts``: one precomputed segmented layout per chunk (compiled segmented
+    variant) or None."""
     ws, gs = work_copies(ps, gs, maximize)
     torch._foreach_mul_(bufs, momentum)
     torch._foreach_add_(bufs, gs, alpha=1 - dampening)
-    # the segmented layout covers the whole group, so it needs the group in one piece
-    for idx in ([list(range(len(ws)))] if layout is not None else chunks_by_numel(ws)):
+    for k, idx in enumerate(chunks_by_numel(ws)):
         w, g, b = ([lst[i] for i in idx] for lst in (ws, gs, bufs))
         if nesterov:
             updates = torch._foreach_mul(b, momentum)
@@ -205,7 +206,7 @@ def _multi_tensor_sgdp_core(ps, gs, bufs, *, neg_lr, scale_projected, scale_plai
 
         multi, flat = split_by_ndim(list(range(len(w))), w)
         project_and_decay_([w[i] for i in multi], [g[i] for i in multi], [updates[i] for i in multi], delta,
-                           eps, apply_decay, scale_projected, scale_plain, layout)
+                           eps, apply_decay, scale_projected, scale_plain, layouts[k] if layouts else None)
         if flat and apply_decay:
             torch._foreach_mul_([w[i] for i in flat], scale_plain)
         if updates is b:

@@ -99,11 +99,18 @@ class _Switched:
                 setattr(module, attr, value)
 
 
-def _segmented(opt: torch.optim.Optimizer) -> _Switched:
-    """The batched (segmented) projection: foreach path and fused path alike."""
-    from adamp import _fused, _projection
+def _per_tensor(opt: torch.optim.Optimizer) -> _Switched:
+    """The foreach path with the per-tensor projection (its default on the CPU, not on GPUs)."""
+    from adamp import _projection
 
-    return _Switched(opt, [(_fused, "SEGMENTED", True), (_projection, "SEGMENTED", True)])
+    return _Switched(opt, [(_projection, "SEGMENTED", False)])
+
+
+def _fused_segmented(opt: torch.optim.Optimizer) -> _Switched:
+    """The fused path compiling the batched (segmented) projection instead of the per-tensor one."""
+    from adamp import _fused
+
+    return _Switched(opt, [(_fused, "SEGMENTED", True)])
 
 
 def _triton_kernels(opt: torch.optim.Optimizer) -> _Switched:
@@ -139,13 +146,14 @@ def entries(device: torch.device, with_reference: bool) -> list[Entry]:
         Entry("torch sgd fused", "sgd", lambda p: torch.optim.SGD(p, **sgdp_kw, fused=True)),
     ]
     if gpu:  # GPU candidates: on the CPU torch's segmented kernels are single-threaded (4x-60x slower)
-        out += [Entry(f"{name} {impl}-segmented (ours)", name,
-                      lambda p, cls=cls, kw=kw, impl=impl: _segmented(cls(p, **kw, **{impl: True})))
-                for name, cls, kw in (("adamp", adamp.AdamP, adamp_kw), ("sgdp", adamp.SGDP, sgdp_kw))
-                for impl in ("foreach", "fused")]
+        ours = (("adamp", adamp.AdamP, adamp_kw), ("sgdp", adamp.SGDP, sgdp_kw))
+        out += [Entry(f"{name} foreach-per-tensor (ours)", name,
+                      lambda p, cls=cls, kw=kw: _per_tensor(cls(p, **kw, foreach=True))) for name, cls, kw in ours]
+        out += [Entry(f"{name} fused-segmented (ours)", name,
+                      lambda p, cls=cls, kw=kw: _fused_segmented(cls(p, **kw, fused=True))) for name, cls, kw in ours]
         out += [Entry(f"{name} fused-triton (ours)", name,
                       lambda p, cls=cls, kw=kw: _triton_kernels(cls(p, **kw, fused=True)))
-                for name, cls, kw in (("adamp", adamp.AdamP, adamp_kw), ("sgdp", adamp.SGDP, sgdp_kw))]
+                for name, cls, kw in ours]
     try:
         from timm.optim import SGDP as TimmSGDP
         from timm.optim import AdamP as TimmAdamP
@@ -309,8 +317,9 @@ def bench_model(model: str, device: torch.device, rounds: int, steps: int, warmu
     gen = torch.Generator(device=device).manual_seed(0)
     for p in params:
         p.grad = torch.randn(p.shape, generator=gen, device=device) * 1e-2
+    skip_texts = [t for t in (skip or "").split(",") if t]
     chosen = [e for e in entries(device, with_reference)
-              if (only is None or only in e.label) and (skip is None or skip not in e.label)]
+              if (only is None or only in e.label) and not any(text in e.label for text in skip_texts)]
     baselines = {*ratio_baselines(device), *OFFICIAL.values()}
     param_bytes = sum(p.numel() * p.element_size() for p in params)
     available = available_memory_bytes(device)  # after the shared params and grads exist
@@ -572,8 +581,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-sizes", default="64,256", help="for --mode iteration")
     parser.add_argument("--only", default=None, help="only optimizers whose label contains this text (a ratio "
                         "whose baseline is left out is NaN)")
-    parser.add_argument("--skip", default=None, help="leave out optimizers whose label contains this text "
-                        "(e.g. 'segmented': their compilation takes minutes)")
+    parser.add_argument("--skip", default=None, help="leave out optimizers whose label contains any of these "
+                        "comma-separated texts (e.g. 'segmented,per-tensor')")
     parser.add_argument("--no-reference", action="store_true", help="skip the official adamp==0.3.0")
     parser.add_argument("--merge", action="store_true",
                         help="keep the rows of other models already in the output folder's step.json")

@@ -250,3 +250,29 @@ def test_skip_leaves_out_matching_entries(tiny_bench, monkeypatch, one_thread):
                                   skip="adam")
     labels = {r["optimizer"] for r in rows}
     assert labels == {"torch sgd foreach", "torch sgd fused"}
+    rows = bench_step.bench_model("tiny", CPU, rounds=1, steps=1, warmup=1, with_reference=False, only="torch",
+                                  skip="adam,fused")
+    assert {r["optimizer"] for r in rows} == {"torch sgd foreach"}
+
+
+def test_gpu_entries_time_the_non_default_projections_beside_the_defaults():
+    labels = [e.label for e in bench_step.entries(torch.device("cuda"), with_reference=False)]
+    for name in ("adamp", "sgdp"):
+        for impl in ("single", "foreach", "fused", "foreach-per-tensor", "fused-segmented", "fused-triton"):
+            assert f"{name} {impl} (ours)" in labels
+    cpu = [e.label for e in bench_step.entries(CPU, with_reference=False)]
+    assert not [label for label in cpu if "segmented" in label or "per-tensor" in label or "triton" in label]
+
+
+def test_switched_entry_sets_the_switch_only_while_stepping(monkeypatch):
+    from adamp import _projection
+
+    seen = []
+    p = torch.nn.Parameter(torch.ones(3, 2))
+    p.grad = torch.ones_like(p)
+    opt = adamp.AdamP([p], foreach=True)
+    monkeypatch.setattr(opt, "step", lambda: seen.append(_projection.SEGMENTED))
+    wrapped = bench_step._per_tensor(opt)
+    wrapped.step()
+    assert seen == [False] and _projection.SEGMENTED is None
+    assert wrapped.state is opt.state

@@ -1,6 +1,7 @@
 """Implementation variants that are off by default or only run on accelerators, forced by test id:
 "single-select" (device-side selection of the single-tensor path), "foreach-segmented" (the batched
-projection of the multi-tensor path), "fused-segmented" (the fused path compiling the batched projection,
+projection of the multi-tensor path, its default on accelerators), "foreach-per-tensor" (the per-tensor
+projection, its default on the CPU), "fused-segmented" (the fused path compiling the batched projection,
 adamp._fused.SEGMENTED) and "fused-triton" (the fused path's Triton kernels, adamp._fused.BACKEND; on the
 CPU through Triton's interpreter, see tests/conftest.py)."""
 
@@ -16,6 +17,8 @@ def _accelerator_variants_on_cpu(request, monkeypatch):
         monkeypatch.setattr(_projection, "BRANCH_ON_CPU", False)
     if "foreach-segmented" in request.node.name:
         monkeypatch.setattr(_projection, "SEGMENTED", True)
+    if "foreach-per-tensor" in request.node.name:
+        monkeypatch.setattr(_projection, "SEGMENTED", False)
     if "fused-segmented" in request.node.name:
         monkeypatch.setattr(_fused, "SEGMENTED", True)
     if "fused-triton" not in request.node.name:

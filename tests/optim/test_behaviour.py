@@ -285,15 +285,52 @@ def test_one_dimensional_params_are_never_flagged():
     assert math.isclose(float(adamp.scale_invariant(torch.randn(3, 4), torch.zeros(3, 4))), 1.0)
 
 
+# aten ops that read a device value back to the host: on CUDA each is a synchronisation
+HOST_READS = {"aten::item", "aten::_local_scalar_dense", "aten::is_nonzero", "aten::nonzero", "aten::equal",
+              "aten::allclose", "aten::masked_select", "aten::unique", "aten::_unique2", "aten::tolist"}
+NO_READ_IMPLS = ["single-select", "foreach", "foreach-segmented", "fused", "fused-segmented", "fused-triton"]
+
+
+@pytest.mark.parametrize("impl", NO_READ_IMPLS)
+@pytest.mark.parametrize("info", OPTIMS, ids=[i.name for i in OPTIMS])
+def test_step_reads_nothing_back_to_the_host_on_cpu(info, impl):
+    """The CPU half of "step() never synchronises": the profiler records every aten call a step makes,
+    including those inside other kernels (``segment_reduce`` validating its lengths with two ``.item()``
+    calls was found this way) and inside compiled code (inductor's fallbacks). Necessary, not sufficient: a
+    CPU kernel may read its inputs directly where the CUDA kernel copies them (the CUDA test covers that)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model = _convnet()
+    opt = info.cls(model.parameters(), **_kwargs(info, impl))
+    _train(model, opt, steps=1)  # state created, compiled code built
+    x, y = _batch()
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        opt.step()
+    names = [e.name for e in prof.events()]
+    assert any(n.startswith("aten::") for n in names), "the profiler recorded no aten call: the test is blind"
+    assert not HOST_READS & set(names), sorted(HOST_READS & set(names))
+
+
+def test_the_read_back_test_sees_reads_inside_kernels():
+    """The detector of the test above, on a kernel known to read back: segment_reduce without unsafe=True."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        torch.segment_reduce(torch.ones(6), "sum", lengths=torch.tensor([2, 4]))
+    assert HOST_READS & {e.name for e in prof.events()}
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on the GPU machine)")
 @pytest.mark.parametrize("info", OPTIMS, ids=[i.name for i in OPTIMS])
-@pytest.mark.parametrize("impl", ["single", "foreach", "fused", "fused-triton"])
+@pytest.mark.parametrize("impl", ["single", "foreach", "foreach-segmented", "foreach-per-tensor", "fused", "fused-segmented",
+                                  "fused-triton"])
 def test_step_never_synchronises_on_cuda(info, impl, monkeypatch):
     if impl == "fused-triton":
         monkeypatch.setattr(_fused, "BACKEND", "triton")
     model = _convnet().cuda().to(memory_format=torch.channels_last)
-    opt = info.cls(model.parameters(), **dict(list(info.variants.values())[1]), foreach=impl == "foreach",
-                   fused=impl.startswith("fused"))
+    opt = info.cls(model.parameters(), **_kwargs(info, impl))
     x, y = (t.cuda() for t in _batch())
     for step in range(3):
         opt.zero_grad()
@@ -338,3 +375,17 @@ def test_functional_api_equals_the_optimizer_step(impl):
                               foreach=impl == "foreach", nesterov=False, eps=1e-8, delta=0.1, wd_ratio=0.1,
                               **skw)
     assert max_rel_diff(c, d) == 0.0
+
+
+def test_multi_tensor_projection_is_batched_on_accelerators_and_per_tensor_on_the_cpu(monkeypatch):
+    from adamp import _projection
+
+    monkeypatch.setattr(_projection, "SEGMENTED", None)
+    assert _projection.use_segmented(torch.device("cuda", 0))
+    assert _projection.use_segmented(torch.device("xpu"))
+    assert not _projection.use_segmented(torch.device("cpu"))
+    for forced in (True, False):
+        monkeypatch.setattr(_projection, "SEGMENTED", forced)
+        assert _projection.use_segmented(torch.device("cpu")) is forced
+        assert _projection.use_segmented(torch.device("cuda")) is forced
+
