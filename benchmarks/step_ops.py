@@ -153,6 +153,7 @@ def count_model(model: str, with_reference: bool, params: list[torch.nn.Paramete
     if params is None:
         from benchmarks.bench_step import build_params
 
+        torch.manual_seed(0)  # the official code's calls depend on which view fires, so on the weights
         params = build_params(model, torch.device("cpu"))
     gen = torch.Generator().manual_seed(0)
     for p in params:
