@@ -155,16 +155,19 @@ def add_scaled_(params: list[Tensor], updates: list[Tensor], alpha: float | Tens
 
 
 #: The projection of the eager multi-tensor path. ``None`` (default): the batched (segmented) projection on
-#: accelerators, where the per-tensor loop's few kernel launches per weight tensor dominate the step (an
-#: H100 ran the per-tensor foreach step of ResNet-50 in 29.5 ms, torch's foreach AdamW in 3.3 ms), and the
-#: per-tensor loop on the CPU, where torch's segmented kernels are single-threaded and about 4x slower.
-#: ``True`` / ``False`` force one everywhere (tests run both on the CPU).
+#: GPUs, where the per-tensor loop's few kernel launches per weight tensor dominate the step (an H100 ran
+#: the per-tensor foreach step of ResNet-50 in 29.5 ms, torch's foreach AdamW in 3.3 ms), and the
+#: per-tensor loop elsewhere: on the CPU torch's segmented kernels are single-threaded and about 4x slower,
+#: and other backends (e.g. MPS) may lack ``segment_reduce``. ``True`` / ``False`` force one everywhere
+#: (tests run both on the CPU).
 SEGMENTED: bool | None = None
+#: device types whose ``segment_reduce`` kernels the batched projection is the default for (ROCm is "cuda")
+SEGMENTED_DEVICES = ("cuda", "xpu")
 
 
 def use_segmented(device: torch.device) -> bool:
     """Whether the eager multi-tensor path projects tensors on ``device`` with the batched projection."""
-    return SEGMENTED if SEGMENTED is not None else device.type != "cpu"
+    return SEGMENTED if SEGMENTED is not None else device.type in SEGMENTED_DEVICES
 
 
 def project_and_decay_(params: list[Tensor], grads: list[Tensor], updates: list[Tensor], delta: float,

@@ -50,9 +50,9 @@ class AdamP(ProjectedOptimizer):
         nesterov: Nesterov-style update direction (default False).
         maximize: maximise the objective instead of minimising it (default False).
         foreach: use the multi-tensor implementation; ``None`` picks it where torch's optimizers do
-            (CUDA and other native devices, not the CPU). Off the CPU it projects all tensors at once
+            (CUDA and other native devices, not the CPU). On CUDA and XPU it projects all tensors at once
             (segmented reductions, a number of kernel launches that does not grow with the number of
-            tensors); on the CPU tensor by tensor (``adamp._projection.SEGMENTED`` forces either).
+            tensors), elsewhere tensor by tensor (``adamp._projection.SEGMENTED`` forces either).
         fused: use the compiled (``torch.compile``) implementation; works on CPU and GPU. With
             ``adamp._fused.BACKEND = "triton"`` it runs hand-written Triton kernels on CUDA instead (three
             launches per step; experimental until timed on a GPU).

@@ -1,6 +1,6 @@
 """Implementation variants that are off by default or only run on accelerators, forced by test id:
 "single-select" (device-side selection of the single-tensor path), "foreach-segmented" (the batched
-projection of the multi-tensor path, its default on accelerators), "foreach-per-tensor" (the per-tensor
+projection of the multi-tensor path, its default on CUDA and XPU), "foreach-per-tensor" (the per-tensor
 projection, its default on the CPU), "fused-segmented" (the fused path compiling the batched projection,
 adamp._fused.SEGMENTED) and "fused-triton" (the fused path's Triton kernels, adamp._fused.BACKEND; on the
 CPU through Triton's interpreter, see tests/conftest.py)."""

@@ -377,13 +377,14 @@ def test_functional_api_equals_the_optimizer_step(impl):
     assert max_rel_diff(c, d) == 0.0
 
 
-def test_multi_tensor_projection_is_batched_on_accelerators_and_per_tensor_on_the_cpu(monkeypatch):
+def test_multi_tensor_projection_is_batched_on_gpus_and_per_tensor_elsewhere(monkeypatch):
     from adamp import _projection
 
     monkeypatch.setattr(_projection, "SEGMENTED", None)
     assert _projection.use_segmented(torch.device("cuda", 0))
     assert _projection.use_segmented(torch.device("xpu"))
     assert not _projection.use_segmented(torch.device("cpu"))
+    assert not _projection.use_segmented(torch.device("mps"))  # no segment_reduce there
     for forced in (True, False):
         monkeypatch.setattr(_projection, "SEGMENTED", forced)
         assert _projection.use_segmented(torch.device("cpu")) is forced
