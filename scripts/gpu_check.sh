@@ -3,8 +3,9 @@
 # about 15 minutes of device time in all, the machine's start included, and 10 minutes per command, so it
 # comes in two parts; run `main` first and `more` if at least 5 minutes are left (`status` says):
 #   bash scripts/gpu_check.sh main [OUT_DIR]    (about 6 min on one H100, limits add up to 400 s)
-#       1. the CUDA tests: no host sync in step() (every implementation but the compiled segmented one),
-#          the Triton kernels against the single-tensor path;
+#       1. the CUDA tests: no host sync in step() (every implementation but the compiled segmented one);
+#          the default foreach path (batched projection) and the Triton kernels against the single-tensor
+#          path on CUDA;
 #       2. the optimizer-step benchmark on ResNet-50 with every implementation but the compiled segmented
 #          projection (its compilation takes minutes): the main figures, and the timings that
 #          decide the GPU defaults (foreach batched vs per-tensor, fused inductor vs Triton);

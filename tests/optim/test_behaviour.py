@@ -390,3 +390,22 @@ def test_multi_tensor_projection_is_batched_on_gpus_and_per_tensor_elsewhere(mon
         assert _projection.use_segmented(torch.device("cpu")) is forced
         assert _projection.use_segmented(torch.device("cuda")) is forced
 
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on the GPU machine)")
+@pytest.mark.parametrize("info", OPTIMS, ids=[i.name for i in OPTIMS])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+def test_default_foreach_matches_single_on_cuda(info, dtype):
+    """The CUDA default of the multi-tensor path (the batched projection, CUB's segmented sums) against the
+    single-tensor path on the same device, on the parity problem (every branch of the test fires): the CPU
+    parity matrix cannot see CUDA's summation orders."""
+    from adamp import _projection
+
+    assert _projection.use_segmented(torch.device("cuda"))
+    runs = []
+    for impl in ("single", "foreach"):
+        params = [torch.nn.Parameter(p.detach().cuda()) for p in PROBLEM.make_params(dtype)]
+        opt = info.cls(params, **_kwargs(info, impl))
+        run_steps(opt, params, PROBLEM.grad_fn, 20)
+        runs.append(params)
+    assert max_rel_diff(*runs) <= (1e-12 if dtype == torch.float64 else 1e-5)
