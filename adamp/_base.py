@@ -17,6 +17,10 @@ def check_number(name: str, value: Any, *, low: float = 0.0, high: float | None 
     if isinstance(value, Tensor):
         if value.numel() != 1:
             raise ValueError(f"Invalid {name}: a tensor {name} must have exactly one element")
+        if value.device.type != "cpu":
+            # every step computes Python numbers from it: reading a device value would synchronise each time
+            raise ValueError(f"Invalid {name}: a tensor {name} must be on the CPU (it is on {value.device}); "
+                             f"pass a float")
         value = float(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"Invalid {name}: {value!r}; expected a number")

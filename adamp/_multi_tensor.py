@@ -67,3 +67,10 @@ def device_table(values, dtype: torch.dtype, device: torch.device) -> Tensor:
     if device.type == "cuda":
         host = host.pin_memory()
     return host.to(device, non_blocking=True)
+
+
+def stream_key(device: torch.device) -> int | None:
+    """The current stream of a CUDA ``device`` (None elsewhere), for keys of cached device tables: a table
+    is allocated on the stream current when it is built, and the caching allocator may hand its memory to
+    the next allocation on that stream as soon as it is freed, so a table must not be read on another one."""
+    return torch.cuda.current_stream(device).stream_id if device.type == "cuda" else None

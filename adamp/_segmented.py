@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._multi_tensor import device_table
+from ._multi_tensor import device_table, stream_key
 
 
 @dataclass(frozen=True)
@@ -31,10 +31,10 @@ class _Layout:
     numel: int
     row_lengths: Tensor  # (R,) int32 (int64 past 2**31 elements), length of every row of every tensor
     rows_per_tensor: Tensor  # (T,) same dtype
+    rows_per_tensor4: Tensor  # (4T,) rows_per_tensor four times: the per-tensor sums of four stacked row vectors
     row_tensor: Tensor  # (R,) int64, tensor index of every row
     channel_bound: Tensor  # (T,) delta / sqrt(row length), in the math dtype
     layer_bound: Tensor  # (T,) delta / sqrt(numel)
-    numel_counts: Tensor  # (T,) same dtype as row_lengths, elements per tensor
 
 
 _LAYOUTS: dict[tuple, _Layout] = {}
@@ -47,7 +47,7 @@ def layout_for(shapes: list[tuple[int, ...]], device: torch.device, dtype: torch
     Called eagerly: a compiled step receives the layout as an argument instead of building it, since
     pinned host memory and the cache are not things to trace.
     """
-    key = (device, dtype, delta, tuple(shapes))
+    key = (device, stream_key(device), dtype, delta, tuple(shapes))
     layout = _LAYOUTS.get(key)
     if layout is None:
         rows = [s[0] for s in shapes]
@@ -63,10 +63,10 @@ def layout_for(shapes: list[tuple[int, ...]], device: torch.device, dtype: torch
             numels=numels, numel=sum(numels),
             row_lengths=device_table(row_lengths, index, device),
             rows_per_tensor=device_table(rows, index, device),
+            rows_per_tensor4=device_table(rows * 4, index, device),
             row_tensor=device_table(row_tensor, torch.int64, device),
             channel_bound=device_table([delta / math.sqrt(n) for n in lengths], dtype, device),
             layer_bound=device_table([delta / math.sqrt(n) for n in numels], dtype, device),
-            numel_counts=device_table(numels, index, device),
         )
         if len(_LAYOUTS) > 64:  # models with many distinct groups: keep the cache bounded
             _LAYOUTS.clear()
@@ -103,9 +103,11 @@ def segmented_projection(params: list[Tensor], grads: list[Tensor], updates: lis
 
     cos_rows = gw.abs() / (gg.sqrt().clamp_min(eps) * ww.sqrt().clamp_min(eps))
     channel = torch.segment_reduce(cos_rows, "max", lengths=layout.rows_per_tensor, unsafe=True) < layout.channel_bound
-    sums = torch.segment_reduce(torch.stack([gw, gg, ww, wu], dim=1), "sum", lengths=layout.rows_per_tensor, axis=0,
+    # one 1-D reduction of the four row vectors laid end to end: CUDA runs 1-D segment sums with CUB (a block
+    # per segment); a 2-D one along dim 0 walks each tensor's rows in a single thread
+    sums = torch.segment_reduce(torch.stack([gw, gg, ww, wu]).view(-1), "sum", lengths=layout.rows_per_tensor4,
                                 unsafe=True)
-    gw_l, gg_l, ww_l, wu_l = sums.unbind(1)
+    gw_l, gg_l, ww_l, wu_l = sums.view(4, -1).unbind(0)
     cos_layer = gw_l.abs() / (gg_l.sqrt().clamp_min(eps) * ww_l.sqrt().clamp_min(eps))
     layer = (cos_layer < layout.layer_bound) & ~channel
 
@@ -127,5 +129,7 @@ def apply_decay_(params: list[Tensor], flags: Tensor, scale_projected: float | T
         scale_projected = like.new_full((), scale_projected)
         scale_plain = like.new_full((), scale_plain)
     scales = torch.where(flags, scale_projected, scale_plain)
-    per_element = torch.repeat_interleave(scales, layout.numel_counts, output_size=layout.numel)
+    # expanded row by row: CUDA's repeat_interleave gives each repeat one warp, so a whole tensor per repeat
+    # would make the largest tensor a serial tail
+    per_element = torch.repeat_interleave(scales[layout.row_tensor], layout.row_lengths, output_size=layout.numel)
     torch._foreach_mul_(params, _views(per_element, params, layout.numels))

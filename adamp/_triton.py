@@ -27,6 +27,7 @@ caller falls back to the inductor path otherwise. On the CPU they run only under
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._multi_tensor import device_table
+from ._multi_tensor import device_table, stream_key
 
 try:
     import triton
@@ -114,7 +115,7 @@ def layout_for(params: list[Tensor], math_dtype: torch.dtype, delta: float) -> L
     """The (cached) tables describing tensors of these shapes."""
     device = params[0].device
     shapes = tuple(tuple(p.shape) for p in params)
-    key = (device, math_dtype, delta, shapes, BLOCK_R, CHUNK)
+    key = (device, stream_key(device), math_dtype, delta, shapes, BLOCK_R, CHUNK)
     layout = _LAYOUTS.get(key)
     if layout is not None:
         return layout
@@ -155,7 +156,8 @@ def _tables(lists: list[list[Tensor]], delta: float) -> tuple[Layout, Tensor] | 
     laid out like its param by autograd, so strides are checked only when the addresses change.)"""
     params, grads, state1, state2 = lists
     ptrs = tuple(x.data_ptr() for quad in zip(params, grads, state1, state2) for x in quad)
-    key = (delta, state1[0].dtype, ptrs, tuple(p.shape for p in params), BLOCK_R, CHUNK)
+    key = (delta, state1[0].dtype, ptrs, tuple(p.shape for p in params), stream_key(params[0].device), BLOCK_R,
+           CHUNK)
     hit = _TABLES.get(key)
     if hit is not None:
         return hit
@@ -202,12 +204,15 @@ def step(algo: int, params: list[Tensor], grads: list[Tensor], state1: list[Tens
     flags = dict(ALGO=algo, P_DTYPE=_tl_dtype(params[0].dtype), M_DTYPE=_tl_dtype(math_dtype),
                  NESTEROV=bool(nesterov), MAXIMIZE=bool(maximize), BLOCK_R=BLOCK_R, BLOCK_C=BLOCK_C,
                  CHUNK=CHUNK)
-    _stats_kernel[(layout.n_tiles,)](addr, layout.meta, layout.tiles, scal, stats, **flags,
-                                     num_warps=NUM_WARPS)
-    _decide_kernel[(layout.n_tensors,)](layout.meta, layout.bounds, scal, stats, coef, decay,
-                                        M_DTYPE=flags["M_DTYPE"], BLOCK_T=BLOCK_T, num_warps=NUM_WARPS)
-    _apply_kernel[(layout.n_tiles,)](addr, layout.meta, layout.tiles, scal, coef, decay, **flags,
-                                     PROJECT_BUFFER=bool(project_buffer), num_warps=NUM_WARPS)
+    # Triton launches on the current device; the params may be on another one (model parallel, or a rank
+    # that moved its model to cuda:k without set_device)
+    with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+        _stats_kernel[(layout.n_tiles,)](addr, layout.meta, layout.tiles, scal, stats, **flags,
+                                         num_warps=NUM_WARPS)
+        _decide_kernel[(layout.n_tensors,)](layout.meta, layout.bounds, scal, stats, coef, decay,
+                                            M_DTYPE=flags["M_DTYPE"], BLOCK_T=BLOCK_T, num_warps=NUM_WARPS)
+        _apply_kernel[(layout.n_tiles,)](addr, layout.meta, layout.tiles, scal, coef, decay, **flags,
+                                         PROJECT_BUFFER=bool(project_buffer), num_warps=NUM_WARPS)
     return True
 
 
@@ -364,7 +369,8 @@ if triton is not None:
             valid = rr < rows
             gw, gg, ww, wu = _row_sums(stats, piece_base, rr, pieces, valid, M_DTYPE, BLOCK_T)
             cos = _div(tl.abs(gw), tl.maximum(_sqrt(gg, M_DTYPE), eps) * tl.maximum(_sqrt(ww, M_DTYPE), eps), M_DTYPE)
-            top = tl.maximum(top, tl.where(valid, cos, 0.0))
+            # tl.maximum drops NaN; torch's max keeps it and NaN < bound is False: count a NaN row as +inf
+            top = tl.maximum(top, tl.where(valid, tl.where(cos == cos, cos, float("inf")), 0.0))
             sum_gw += gw
             sum_gg += gg
             sum_ww += ww

@@ -165,6 +165,26 @@ def test_grad_scaler_skips_steps_with_inf(info, impl):
     assert scaler.get_scale() < 2.0**8
 
 
+@pytest.mark.parametrize("info,impl", CASES, ids=IDS)
+def test_a_nan_gradient_row_blocks_the_projection_as_in_the_official_code(info, impl):
+    """The official test is ``cos.max() < bound``: torch's max keeps a NaN and NaN < bound is False, so a
+    tensor with a NaN row is not projected and its NaN stays where it was. (Triton's max drops NaN: the
+    kernels projected the other rows and spread the NaN over the whole tensor until they counted it.)"""
+    def run(impl):
+        g = torch.Generator().manual_seed(0)
+        w = torch.nn.Parameter(torch.randn(4, 8, generator=g, dtype=torch.float64))
+        grad = torch.randn(4, 8, generator=g, dtype=torch.float64)
+        grad -= (grad * w).sum(1, keepdim=True) / (w * w).sum(1, keepdim=True) * w  # channel test would fire
+        grad[0, 0] = float("nan")
+        w.grad = grad
+        info.cls([w], **_kwargs(info, impl)).step()
+        return w.detach()
+
+    expected, got = run("single"), run(impl)
+    assert int(expected.isnan().sum()) == 1
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=0, equal_nan=True)
+
+
 @pytest.mark.parametrize("info,impl", EAGER_CASES, ids=[f"{i.name}-{m}" for i, m in EAGER_CASES])
 def test_compiled_training_step_has_no_graph_break_in_step(info, impl):
     """torch.compile(fullgraph=True) of a whole training step: any graph break or host sync raises."""
@@ -220,6 +240,8 @@ ERRORS = [
      "momentum must be < 1 when weight_decay > 0"),
     (adamp.SGDP, dict(lr=0.1, wd_ratio=-0.5), "Invalid wd_ratio: -0.5; expected a number in [0.0, 1.0]"),
     (adamp.SGDP, dict(lr=0.1, delta=-1), "Invalid delta: -1; expected a number >= 0.0"),
+    (adamp.AdamP, dict(lr=torch.tensor(1e-3, device="meta")),
+     "Invalid lr: a tensor lr must be on the CPU (it is on meta); pass a float"),
 ]
 
 
