@@ -143,11 +143,18 @@ def test_kernels_compile_for_an_h100_without_a_gpu():
     assert "compiled 82 kernel variants for sm_90" in proc.stdout
 
 
+def _cuda_params(dtype):
+    """The tiling shapes plus rows longer than the real CHUNK (3 pieces each), on the GPU."""
+    g = torch.Generator().manual_seed(1)
+    long_rows = torch.nn.Parameter(torch.randn(3, 5000, generator=g, dtype=dtype).cuda())
+    return _params(dtype, "cuda") + [long_rows]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on the GPU machine)")
 @pytest.mark.parametrize("cls,kwargs", OPTIMIZERS, ids=IDS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
 def test_compiled_kernels_match_single_on_cuda(cls, kwargs, dtype):
-    single, kernels = _params(dtype, "cuda"), _params(dtype, "cuda")
+    single, kernels = _cuda_params(dtype), _cuda_params(dtype)
     _run(cls, kwargs, single, 6, triton=False)
     calls = []
     real = _triton.step
@@ -156,6 +163,20 @@ def test_compiled_kernels_match_single_on_cuda(cls, kwargs, dtype):
         _run(cls, kwargs, kernels, 6, triton=True)
     assert calls
     assert max_rel_diff(single, kernels) <= (1e-12 if dtype == torch.float64 else 1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on the GPU machine)")
+@pytest.mark.parametrize("cls,kwargs", OPTIMIZERS[::2], ids=IDS[::2])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_compiled_kernels_on_half_params_match_single_on_cuda(cls, kwargs, dtype):
+    """Half-precision params: fp32 state and math, the result rounded to the param's dtype (bf16 by the
+    kernels' own round-to-nearest-even). A different fp32 rounding may move a result by one half-precision
+    step, nothing more."""
+    single, kernels = _cuda_params(dtype), _cuda_params(dtype)
+    _run(cls, kwargs, single, 3, triton=False)
+    _run(cls, kwargs, kernels, 3, triton=True)
+    for a, b in zip(single, kernels):
+        torch.testing.assert_close(b.detach().float(), a.detach().float(), rtol=2 * torch.finfo(dtype).eps, atol=0)
 
 
 @needs_kernels
