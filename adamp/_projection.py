@@ -181,6 +181,9 @@ def project_and_decay_(params: list[Tensor], grads: list[Tensor], updates: list[
     """
     if not params:
         return
+    if apply_decay and not isinstance(scale_projected, Tensor):  # device scalars once, not once per tensor
+        scale_projected = params[0].new_full((), scale_projected)
+        scale_plain = params[0].new_full((), scale_plain)
     if layout is None and (torch.compiler.is_compiling() or not use_segmented(params[0].device)):
         flags = multi_tensor_projection(params, grads, updates, delta, eps)
         if apply_decay:

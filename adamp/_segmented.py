@@ -99,22 +99,25 @@ def segmented_projection(params: list[Tensor], grads: list[Tensor], updates: lis
         torch._foreach_mul_(views, b)
         dots.append(torch.segment_reduce(flat, "sum", lengths=layout.row_lengths, unsafe=True))
     del flat, views
-    gw, gg, ww, wu = dots
-
-    cos_rows = gw.abs() / (gg.sqrt().clamp_min(eps) * ww.sqrt().clamp_min(eps))
-    channel = torch.segment_reduce(cos_rows, "max", lengths=layout.rows_per_tensor, unsafe=True) < layout.channel_bound
-    # one 1-D reduction of the four row vectors laid end to end: CUDA runs 1-D segment sums with CUB (a block
-    # per segment); a 2-D one along dim 0 walks each tensor's rows in a single thread
-    sums = torch.segment_reduce(torch.stack([gw, gg, ww, wu]).view(-1), "sum", lengths=layout.rows_per_tensor4,
-                                unsafe=True)
-    gw_l, gg_l, ww_l, wu_l = sums.view(4, -1).unbind(0)
-    cos_layer = gw_l.abs() / (gg_l.sqrt().clamp_min(eps) * ww_l.sqrt().clamp_min(eps))
-    layer = (cos_layer < layout.layer_bound) & ~channel
-
+    rows = torch.stack(dots)  # (4, R): g·w, g·g, w·w, w·u of every row
+    # The layer view's sums are the sums of each tensor's row sums: one 1-D reduction of the four row vectors
+    # laid end to end (CUDA runs 1-D segment sums with CUB, a block per segment; a 2-D one along dim 0 walks
+    # each tensor's rows in a single thread).
+    per_tensor = torch.segment_reduce(rows.view(-1), "sum", lengths=layout.rows_per_tensor4, unsafe=True)
+    # Both views side by side, (4, R + T): every formula below runs once for the channel view's rows and the
+    # layer view's single row per tensor (the same operations on the same numbers as view by view).
+    gw, gg, ww, wu = torch.cat([rows, per_tensor.view(4, -1)], dim=1).unbind(0)
+    n_rows = rows.shape[1]
+    w_norm = ww.sqrt()
+    cos = gw.abs() / (gg.sqrt().clamp_min(eps) * w_norm.clamp_min(eps))
     # u - (ŵ·u) ŵ with ŵ = w / (||w|| + eps)  ==  u - w * (w·u) / (||w|| + eps)^2, per row or per tensor
-    coef_layer = (wu_l / (ww_l.sqrt() + eps).square())[layout.row_tensor]
-    coef = torch.where(channel[layout.row_tensor], wu / (ww.sqrt() + eps).square(),
-                       torch.where(layer[layout.row_tensor], coef_layer, 0.0))
+    coefs = wu / (w_norm + eps).square()
+
+    channel = torch.segment_reduce(cos[:n_rows], "max", lengths=layout.rows_per_tensor, unsafe=True) \
+        < layout.channel_bound
+    layer = (cos[n_rows:] < layout.layer_bound) & ~channel
+    coef = torch.where(channel[layout.row_tensor], coefs[:n_rows],
+                       torch.where(layer, coefs[n_rows:], 0.0)[layout.row_tensor])
     per_element = torch.repeat_interleave(coef, layout.row_lengths, output_size=layout.numel)
     torch._foreach_addcmul_(updates, params, _views(per_element, params, layout.numels), value=-1.0)
     return channel | layer
