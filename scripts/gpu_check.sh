@@ -14,6 +14,12 @@
 #       4. ViT-B/16, EfficientNet-B0 and the transformer with the default implementations, Triton and the
 #          baselines, merged into the same results.
 # Each step has its own time limit and writes its results as it goes, so a cut-off step loses little.
+# What the figures decide (compare rows of one run only):
+#   * "adamp/sgdp foreach (ours)" (batched projection, the CUDA default) vs "foreach-per-tensor (ours)": if
+#     the batched one is not faster, empty adamp._projection.SEGMENTED_DEVICES;
+#   * "fused-triton (ours)" vs "fused (ours)" (inductor): if the kernels pass their CUDA tests and are faster
+#     on every model timed, make "triton" the default of adamp._fused.BACKEND on CUDA;
+#   * step_peak_extra_mib against the params' size: the issue allows one copy of the params at most.
 # The official adamp==0.3.0 must be in .cache/reference (run the tests once here; the GPU machine has no
 # network) and travel with the tree (carry .cache/reference).
 set -uo pipefail
