@@ -25,7 +25,9 @@ import contextlib
 import importlib
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
@@ -155,13 +157,37 @@ def _worker_init(gpu_queue, threads: int, quiet: bool) -> None:
 
 
 def _worker_run(spec: RunSpec, log_path: str | None) -> str:
-    """Execute one spec in a worker, with its stdout/stderr going to the run's log file."""
-    if log_path is None:
-        return execute_run(spec)
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a", buffering=1, encoding="utf-8") as log, \
-            contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        return execute_run(spec)
+    """Execute one spec in a worker, with its stdout/stderr going to the run's log file.
+
+    Ctrl-C reaches a worker only here: workers start with SIGINT ignored (:func:`_spawn_ignoring_sigint`),
+    and a run takes it as KeyboardInterrupt, records itself ``interrupted`` and hands the interrupt back to
+    the sweep. An idle or starting worker killed by Ctrl-C would break the pool, and the sweep would record
+    the runs of the broken pool as failed (a rerun skips those) instead of interrupted."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        if log_path is None:
+            return execute_run(spec)
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "a", buffering=1, encoding="utf-8") as log, \
+                contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            return execute_run(spec)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def _spawn_ignoring_sigint():
+    """Ignore SIGINT in this process while pool workers are spawned (``submit`` starts them): a spawned
+    process inherits the ignored disposition, and Python then installs no KeyboardInterrupt handler. A
+    Ctrl-C in this short window still reaches the running workers, whose interrupts end the sweep."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def detect_gpus() -> list[str]:
@@ -230,7 +256,9 @@ class LocalExecutor(Executor):
             def refill() -> None:
                 while pending and len(futures) < parallel:
                     spec, entry = pending.pop(0)
-                    futures[pool.submit(_worker_run, spec, entry["log"])] = spec
+                    with _spawn_ignoring_sigint():
+                        future = pool.submit(_worker_run, spec, entry["log"])
+                    futures[future] = spec
                     progress.started()
 
             refill()
@@ -300,8 +328,8 @@ def _record_worker_crash(spec: RunSpec, exc: BaseException) -> None:
     try:
         record = store.read_record(spec.run_dir) or {"run_id": spec.run_id, "config": spec.config, "metrics": {},
                                                      "timing": {}, "env": store.collect_env(None)}
-        if record.get("status") in store.FINISHED:
-            return
+        if record.get("status") in store.FINISHED or record.get("status") == "interrupted":
+            return  # the run recorded its own end (an interrupted run stopped cleanly and resumes on a rerun)
         record["status"] = "failed"
         record["error"] = f"worker process died: {type(exc).__name__}: {exc}"
         store.write_record(spec.run_dir, record)

@@ -175,7 +175,8 @@ def test_local_executor_runs_in_parallel_and_ctrl_c_resumes(write, tmp_path):
     assert proc.returncode == 130, output
     statuses = store.run_statuses(out)
     assert "done" not in statuses.values() or len(statuses) < 3
-    assert set(statuses.values()) <= {"interrupted", "running", "done"}
+    errors = {rid: (store.read_record(store.run_path(out, rid)) or {}).get("error") for rid in statuses}
+    assert set(statuses.values()) <= {"interrupted", "running", "done"}, (statuses, errors, output)
     assert "rerun the same command to resume" in output
 
     result = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import io
+import multiprocessing
+import signal
 
 import pytest
 
@@ -78,3 +81,38 @@ def test_worker_crash_is_recorded_as_failed(tmp_path):
     executors._record_worker_crash(spec, RuntimeError("killed"))
     record = store.read_record(spec.run_dir)
     assert record["status"] == "failed" and record["error"] == "worker process died: RuntimeError: killed"
+
+
+def test_worker_crash_leaves_an_interrupted_run_interrupted(tmp_path):
+    """A run that recorded its own interruption (Ctrl-C) resumes on a rerun: a broken pool noticed afterwards
+    must not turn it into ``failed``, which a rerun skips."""
+    resolved = resolve_config({"task": "tests.engine.tiny_task:TinyTask", "optimizer": {"name": "adam"}})
+    spec = RunSpec(compute_run_id(resolved), resolved, tmp_path)
+    spec.run_dir.mkdir(parents=True)
+    store.write_record(spec.run_dir, {"run_id": spec.run_id, "config": resolved, "status": "interrupted"})
+    executors._record_worker_crash(spec, RuntimeError("killed"))
+    assert store.read_record(spec.run_dir)["status"] == "interrupted"
+
+
+def _sigint_disposition():
+    return str(signal.getsignal(signal.SIGINT))
+
+
+def test_pool_workers_start_with_ctrl_c_ignored_and_take_it_only_while_running_a_run(monkeypatch):
+    """An idle or starting worker killed by Ctrl-C would break the pool (its runs recorded as failed)."""
+    ctx = multiprocessing.get_context("spawn")
+    before = signal.getsignal(signal.SIGINT)
+    with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        with executors._spawn_ignoring_sigint():
+            future = pool.submit(_sigint_disposition)
+        assert signal.getsignal(signal.SIGINT) is before  # this process takes Ctrl-C again
+        assert future.result(timeout=120) == str(signal.SIG_IGN)
+
+    seen = []
+    monkeypatch.setattr(executors, "execute_run", lambda spec: seen.append(signal.getsignal(signal.SIGINT)) or "done")
+    try:
+        assert executors._worker_run(object(), None) == "done"
+        assert seen == [signal.default_int_handler]
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # idle again: ignored
+    finally:
+        signal.signal(signal.SIGINT, before)
