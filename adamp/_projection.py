@@ -170,6 +170,12 @@ def use_segmented(device: torch.device) -> bool:
     return SEGMENTED if SEGMENTED is not None else device.type in SEGMENTED_DEVICES
 
 
+def _plain(tensors: list[Tensor]) -> bool:
+    # The batched projection writes every tensor into one flat buffer of plain memory; tensor subclasses
+    # (e.g. DTensor shards) keep the per-tensor formulation, made of ordinary ops they implement.
+    return all(type(t) in (Tensor, torch.nn.Parameter) for t in tensors)
+
+
 def project_and_decay_(params: list[Tensor], grads: list[Tensor], updates: list[Tensor], delta: float,
                        eps: float, apply_decay: bool, scale_projected: float | Tensor,
                        scale_plain: float | Tensor, layout=None) -> None:
@@ -184,7 +190,8 @@ def project_and_decay_(params: list[Tensor], grads: list[Tensor], updates: list[
     if apply_decay and not isinstance(scale_projected, Tensor):  # device scalars once, not once per tensor
         scale_projected = params[0].new_full((), scale_projected)
         scale_plain = params[0].new_full((), scale_plain)
-    if layout is None and (torch.compiler.is_compiling() or not use_segmented(params[0].device)):
+    if layout is None and (torch.compiler.is_compiling() or not use_segmented(params[0].device)
+                           or not _plain(params)):
         flags = multi_tensor_projection(params, grads, updates, delta, eps)
         if apply_decay:
             torch._foreach_mul_(params, [decay_scale(f, p, scale_projected, scale_plain)

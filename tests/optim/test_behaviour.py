@@ -431,3 +431,22 @@ def test_default_foreach_matches_single_on_cuda(info, dtype):
         run_steps(opt, params, PROBLEM.grad_fn, 20)
         runs.append(params)
     assert max_rel_diff(*runs) <= (1e-12 if dtype == torch.float64 else 1e-5)
+
+
+def test_tensor_subclasses_keep_the_per_tensor_projection(monkeypatch):
+    """The batched projection copies every tensor into one plain buffer; a subclass (e.g. a DTensor shard)
+    takes the per-tensor path instead, whatever SEGMENTED says."""
+    from adamp import _projection
+
+    class Tagged(torch.Tensor):
+        pass
+
+    monkeypatch.setattr(_projection, "SEGMENTED", True)
+    monkeypatch.setattr(_projection, "segmented_projection", lambda *a, **k: pytest.fail("batched path taken"))
+    w = torch.randn(4, 3, dtype=torch.float64)
+    expected = w.clone()
+    _projection.multi_tensor_projection([w], [torch.ones_like(w)], [expected], 0.1, 1e-8)
+    update = w.clone()
+    _projection.project_and_decay_([w.as_subclass(Tagged)], [torch.ones_like(w)], [update], 0.1, 1e-8, False,
+                                   1.0, 1.0)
+    assert torch.equal(update, expected)
