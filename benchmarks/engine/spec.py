@@ -58,6 +58,18 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _raised_while_interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while a KeyboardInterrupt was being handled (it is in its context chain)."""
+    seen: set[int] = set()
+    context = exc.__context__
+    while context is not None and id(context) not in seen:
+        if isinstance(context, KeyboardInterrupt):
+            return True
+        seen.add(id(context))
+        context = context.__context__
+    return False
+
+
 def execute_run(spec: RunSpec, ctx_extra: Mapping[str, Any] | None = None, *, post_mortem: bool = False) -> str:
     """Run one spec through the shared loop and record it; return the final status.
 
@@ -120,6 +132,13 @@ def execute_run(spec: RunSpec, ctx_extra: Mapping[str, Any] | None = None, *, po
             status = "interrupted"
             record["error"] = f"preempted: {exc}"
         except Exception as exc:  # noqa: BLE001 - a failing run must never take the sweep down
+            if _raised_while_interrupted(exc):
+                # e.g. cleanup code that fails because Ctrl-C cut an import or a write short: the run did not
+                # fail, it was interrupted (a "failed" record would make a rerun skip it)
+                status = "interrupted"
+                record["error"] = (f"interrupted (KeyboardInterrupt, then {type(exc).__name__}: {exc} while "
+                                   f"stopping); rerun the sweep to resume")
+                raise KeyboardInterrupt from exc
             status = "failed"
             record["error"] = f"{type(exc).__name__}: {exc}"
             if rank == 0:

@@ -136,3 +136,29 @@ def test_dry_run_summary_counts_failed_runs_apart_from_done_ones():
     for r in _Plan.runs:
         r.spec, r.label = _Spec(), ""
     assert list(format_plan(_Plan()))[-1] == "3 runs (1 already done; 1 failed, rerun them with --retry-failed)"
+
+
+@pytest.mark.parametrize("how", ["interrupt", "error while stopping"])
+def test_ctrl_c_at_any_point_of_a_run_records_it_interrupted_not_failed(tmp_path, monkeypatch, how):
+    """Ctrl-C reaches a run wherever it is, e.g. in the middle of a first import, after which cleanup code can
+    fail on the half-imported module. The record must say interrupted (a rerun resumes it), not failed (a rerun
+    skips it), and the interrupt must still stop the sweep."""
+    from benchmarks.engine import spec as spec_module
+    from benchmarks.training import loop as loop_module
+
+    def train(*args, **kwargs):
+        if how == "interrupt":
+            raise KeyboardInterrupt
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise AttributeError("partially initialized module 'x' has no attribute 'y'")
+
+    monkeypatch.setattr(loop_module, "train", train)
+    spec = make_spec(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        spec_module.execute_run(spec)
+    record = store.read_record(spec.run_dir)
+    assert record["status"] == "interrupted", record["error"]
+    assert record["error"].startswith("interrupted (KeyboardInterrupt")
+    assert not (spec.run_dir / store.TRACEBACK).exists()
