@@ -123,14 +123,11 @@ def segmented_projection(params: list[Tensor], grads: list[Tensor], updates: lis
     return channel | layer
 
 
-def apply_decay_(params: list[Tensor], flags: Tensor, scale_projected: float | Tensor,
-                 scale_plain: float | Tensor, delta: float, layout: _Layout | None = None) -> None:
-    """params[i] *= scale_projected if flags[i] else scale_plain, with one expansion and one foreach."""
+def apply_decay_(params: list[Tensor], flags: Tensor, scale_projected: Tensor, scale_plain: Tensor, delta: float,
+                 layout: _Layout | None = None) -> None:
+    """params[i] *= scale_projected if flags[i] else scale_plain (0-d tensors), with one expansion and one
+    foreach."""
     layout = layout or _layout(params, delta)
-    like = params[0]
-    if not isinstance(scale_projected, Tensor):
-        scale_projected = like.new_full((), scale_projected)
-        scale_plain = like.new_full((), scale_plain)
     scales = torch.where(flags, scale_projected, scale_plain)
     # expanded row by row: CUDA's repeat_interleave gives each repeat one warp, so a whole tensor per repeat
     # would make the largest tensor a serial tail

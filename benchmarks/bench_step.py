@@ -120,6 +120,11 @@ def _triton_kernels(opt: torch.optim.Optimizer) -> _Switched:
     return _Switched(opt, [(_fused, "BACKEND", "triton")])
 
 
+#: optimizer settings of every timed entry (Adam-type, SGD-type); tiny learning rates keep the params stable
+ADAMP_KW = dict(lr=1e-6, weight_decay=1e-2)
+SGDP_KW = dict(lr=1e-6, momentum=0.9, weight_decay=1e-5, nesterov=True)
+
+
 @dataclass
 class Entry:
     label: str
@@ -129,8 +134,7 @@ class Entry:
 
 def entries(device: torch.device, with_reference: bool) -> list[Entry]:
     gpu = device.type == "cuda"
-    adamp_kw = dict(lr=1e-6, weight_decay=1e-2)
-    sgdp_kw = dict(lr=1e-6, momentum=0.9, weight_decay=1e-5, nesterov=True)
+    adamp_kw, sgdp_kw = ADAMP_KW, SGDP_KW
     out = [
         Entry("adamp single (ours)", "adamp", lambda p: adamp.AdamP(p, **adamp_kw, foreach=False)),
         Entry("adamp foreach (ours)", "adamp", lambda p: adamp.AdamP(p, **adamp_kw, foreach=True)),

@@ -30,7 +30,8 @@ import io
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
+from unittest import mock
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -87,36 +88,25 @@ def count_step_ops(opt: Any) -> dict[str, Any]:
     return dict(ops=sum(top.values()), host_reads=reads - counter_reads.reads, top_ops=dict(top.most_common(5)))
 
 
-@contextlib.contextmanager
-def as_on_a_gpu() -> Iterator[None]:
+def as_on_a_gpu():
     """Our eager paths as they run on a GPU: batched projection in foreach, device-side selection in single."""
     from adamp import _projection
 
-    saved = _projection.SEGMENTED, _projection.BRANCH_ON_CPU
-    _projection.SEGMENTED, _projection.BRANCH_ON_CPU = True, False
-    try:
-        yield
-    finally:
-        _projection.SEGMENTED, _projection.BRANCH_ON_CPU = saved
+    return mock.patch.multiple(_projection, SEGMENTED=True, BRANCH_ON_CPU=False)
 
 
-@contextlib.contextmanager
-def per_tensor_projection() -> Iterator[None]:
+def per_tensor_projection():
     """The foreach path with the per-tensor projection (its default on the CPU)."""
     from adamp import _projection
 
-    saved = _projection.SEGMENTED
-    _projection.SEGMENTED = False
-    try:
-        yield
-    finally:
-        _projection.SEGMENTED = saved
+    return mock.patch.multiple(_projection, SEGMENTED=False)
 
 
 def candidates(with_reference: bool) -> list[tuple[str, str, Callable[[list], Any], Callable[[], Any]]]:
     """(label, family, make optimizer, context it steps in) for every counted implementation."""
-    adamp_kw = dict(lr=1e-6, weight_decay=1e-2)
-    sgdp_kw = dict(lr=1e-6, momentum=0.9, weight_decay=1e-5, nesterov=True)
+    from benchmarks.bench_step import ADAMP_KW as adamp_kw
+    from benchmarks.bench_step import SGDP_KW as sgdp_kw
+
     gpu = as_on_a_gpu
     out = [
         ("adamp single (ours)", "adamp", lambda p: adamp.AdamP(p, **adamp_kw, foreach=False), gpu),
