@@ -212,10 +212,16 @@ def _flatten(obj: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:
 
 
 def flatten_record(record: Mapping[str, Any]) -> dict[str, Any]:
-    """One results row: run_id, status, config as dotted columns, metrics.*, timing.*, env.*, error."""
+    """One results row: run_id, status, config as dotted columns, metrics.*, metric_modes.* (direction of
+    each metric as its task declares it), primary_metric, selection.* (which evaluation was reported),
+    timing.*, env.*, error."""
     row: dict[str, Any] = {"run_id": record.get("run_id"), "status": record.get("status")}
     _flatten(record.get("config") or {}, "", row)
     _flatten(record.get("metrics") or {}, "metrics.", row)
+    _flatten(record.get("metric_modes") or {}, "metric_modes.", row)
+    if record.get("primary_metric"):
+        row["primary_metric"] = record["primary_metric"]
+    _flatten(record.get("selection") or {}, "selection.", row)
     _flatten(record.get("timing") or {}, "timing.", row)
     _flatten(record.get("env") or {}, "env.", row)
     row["error"] = record.get("error")

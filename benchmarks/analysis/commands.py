@@ -28,10 +28,16 @@ def _wrap(text: str) -> str:
     return textwrap.fill(text, width=100)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "dir", type=Path, metavar="DIR", help="results folder (the OUT of a sweep: DIR/runs/<run_id>/record.json)"
-    )
+def _common(p: argparse.ArgumentParser, several: bool = False) -> None:
+    if several:
+        p.add_argument(
+            "dirs", type=Path, nargs="+", metavar="DIR",
+            help="results folders (OUTs of sweeps: DIR/runs/<run_id>/record.json), analysed together",
+        )
+    else:
+        p.add_argument(
+            "dir", type=Path, metavar="DIR", help="results folder (the OUT of a sweep: DIR/runs/<run_id>/record.json)"
+        )
     p.add_argument(
         "--where",
         action="append",
@@ -80,11 +86,36 @@ def _compare_options(p: argparse.ArgumentParser, default_baseline: str = "adamp"
     p.add_argument(
         "--mode", choices=("max", "min"), default=None, help="direction of --metric (default: from the task)"
     )
-    p.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default: %(default)s)")
     p.add_argument(
-        "--confidence", type=float, default=0.95, help="confidence level of the interval (default: %(default)s)"
+        "--confidence", type=float, default=0.95,
+        help="confidence of the t intervals; the verdicts use alpha = 1 - confidence (default: %(default)s)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap's numpy generator (default: %(default)s)")
+    p.add_argument(
+        "--margin", action="append", default=[], metavar="[TASK=]VALUE",
+        help="equivalence margin in metric units: a difference shown to lie inside +-VALUE is a tie; TASK=VALUE "
+        "for one task (repeatable), VALUE alone for every task (default: none, so nothing is called a tie)",
+    )
+    p.add_argument(
+        "--min-seeds", type=int, default=compare.stats.MIN_PAIRS,
+        help="fewest matched seeds for a verdict (default: %(default)s)",
+    )
+
+
+def _margins(items: list[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in items:
+        task, sep, value = str(item).rpartition("=")
+        key = task.strip() if sep else "*"
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"--margin expects VALUE or TASK=VALUE with a number, got {item!r}") from None
+        if not number >= 0 or number == float("inf"):
+            raise ValueError(f"--margin must be a finite number >= 0, got {item!r}")
+        if key in out:
+            raise ValueError(f"--margin for {'every task' if key == '*' else key!r} is given twice")
+        out[key] = number
+    return out
 
 
 def register(subparsers: Any) -> None:
@@ -135,23 +166,29 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser(
         "compare",
-        help="paired comparison of every optimizer with a baseline: bootstrap CIs, wins/ties/losses, profile, cost",
+        help="paired comparison of every optimizer with a baseline: t-tests, wins/ties/losses, profile, cost",
         description=_wrap(
             "For each task group (task + data + model settings), pair runs of each optimizer with runs of "
-            "the baseline by train.seed and report the mean difference of the primary metric with a percentile "
-            "bootstrap CI, win/tie/loss (tie when the CI contains 0), a Dolan-Moré performance profile, and the cost "
+            "the baseline by train.seed and report the mean difference of the primary metric with a t interval, "
+            "win/tie/loss/inconclusive (paired t-test, Holm-corrected over all cells; tie only inside a --margin; "
+            "see docs/statistics.md), a Dolan-Moré performance profile, and the cost "
             "per run (wall time, GPU-hours). With --plan, also estimate the cost of a planned grid from the step "
             "times measured in DIR. Writes DIR/compare/vs-<baseline>/ and prints the comparison as Markdown."
         ),
         epilog="examples:\n  python -m benchmarks compare out/digits --baseline adamp\n"
-        "  python -m benchmarks compare out/digits --baseline torch.optim:NAdam --metric val_loss --mode min\n"
+        "  python -m benchmarks compare out/mine out/suite --baseline adamp --out out/mine-vs-suite\n"
+        "  python -m benchmarks compare out/digits --margin 0.5 --margin language_model=2\n"
+        "  python -m benchmarks compare out/digits --baseline torch.optim:NAdam --metric val_loss\n"
         "  python -m benchmarks compare out/smoke --plan plan.csv   "
         "(CSV columns: task, model.name, optimizer.name, steps or train.epochs, [runs])\n" + _EPILOG_WHERE,
         formatter_class=fmt,
     )
-    _common(p)
+    _common(p, several=True)
     _compare_options(p)
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: DIR/compare/vs-<baseline>)")
+    p.add_argument(
+        "--out", type=Path, default=None,
+        help="output folder (default: DIR/compare/vs-<baseline>; required with several folders)",
+    )
     p.add_argument(
         "--plan",
         type=Path,
@@ -179,21 +216,28 @@ def register(subparsers: Any) -> None:
 
 
 def _settings(args: argparse.Namespace) -> compare.CompareSettings:
+    confidence = float(getattr(args, "confidence", 0.95))
+    if not 0.5 <= confidence < 1.0:
+        raise ValueError(f"--confidence must be in [0.5, 1), got {confidence}")
+    min_seeds = int(getattr(args, "min_seeds", compare.stats.MIN_PAIRS))
+    if min_seeds < 2:
+        raise ValueError(f"--min-seeds must be >= 2 (a t interval needs two differences), got {min_seeds}")
     return compare.CompareSettings(
         baseline=getattr(args, "baseline", "adamp"),
         metric=getattr(args, "metric", None),
         mode=getattr(args, "mode", None),
-        n_resamples=getattr(args, "resamples", 10_000),
-        confidence=getattr(args, "confidence", 0.95),
-        seed=getattr(args, "seed", 0),
+        confidence=confidence,
+        margins=_margins(getattr(args, "margin", [])),
+        min_pairs=min_seeds,
     )
 
 
 def _load(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame] | int:
     """Load and filter; an int is an exit code after printing why."""
+    dirs = list(getattr(args, "dirs", None) or [args.dir])
     try:
-        results, history = report.load(args.dir)
-    except FileNotFoundError as exc:
+        results, history = report.load(dirs[0] if len(dirs) == 1 else dirs)
+    except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
@@ -202,7 +246,8 @@ def _load(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame] | int:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
     if results.empty:
-        print(f"no runs in {args.dir}{' after --where' if args.where else ''}; nothing to do", file=sys.stderr)
+        where = " after --where" if args.where else ""
+        print(f"no runs in {', '.join(str(d) for d in dirs)}{where}; nothing to do", file=sys.stderr)
         return 1
     if len(history):
         history = history[history["run_id"].isin(set(results["run_id"]))]
@@ -277,7 +322,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
             f"({int(est['est_hours'].isna().sum())} plan rows without a measurement)"
         )
         return 0
-    out_dir = args.out or Path(args.dir) / "compare" / report.baseline_dir_name(settings.baseline)
+    if len(args.dirs) > 1 and args.out is None:
+        print("error: with several results folders, say where the comparison goes: --out FOLDER", file=sys.stderr)
+        return 2
+    out_dir = args.out or Path(args.dirs[0]) / "compare" / report.baseline_dir_name(settings.baseline)
     out = report.write_comparison(results, out_dir, settings, _formats(args))
     print(out.markdown)
     print(f"wrote {len(out.files)} files to {out_dir}")

@@ -12,18 +12,21 @@ Definitions (also printed in the reports):
 * **Method**: the optimizer name, plus the ``optimizer.*`` hyper-parameters that vary between runs with that
   name inside one task group (``adamp[lr=0.01]``); a name used with one setting per group is just the name,
   so a learning rate tuned per task still compares as one method across tasks.
-* **Primary metric** of a task, in this order: ``--metric``/``--mode``; the columns ``primary_metric`` and
-  ``primary_mode`` (or ``primary_metric.name``/``primary_metric.mode``) if the store writes them; the
-  mapping :data:`PRIMARY_METRICS`, which mirrors ``Task.metrics`` of the registered tasks (a test keeps the
-  two in sync) so that analysis reads the store only and never imports task code; finally, when the frame
-  has exactly one ``metrics.*`` column, that column (direction "min" for names containing loss, perplexity,
-  ppl or error, else "max").
+* **Primary metric** of a task, in this order: ``--metric``; the column ``primary_metric`` that every
+  record written since the metric declarations were stored carries; the mapping :data:`PRIMARY_METRICS`
+  (older records), which mirrors ``Task.metrics`` of the registered tasks (a test keeps the two in sync) so
+  that analysis reads the store only and never imports task code.
+* **Direction** ("max" or "min") of a metric: ALWAYS the task's declaration, read from the record's
+  ``metric_modes.<name>`` columns or, for older records, from :data:`METRIC_MODES` (``last_<m>`` and
+  ``best_<m>`` have the direction of ``<m>``). ``--mode`` is only needed for a metric that its task does
+  not declare; a ``--mode`` that contradicts a declaration, or a metric that is in no record, is an error.
+  Nothing is guessed from the metric's name.
 * **Paired difference**: for each seed that finished (status "done", finite metric) under both the method
-  and the baseline in the same task group, ``method - baseline``. Its mean gets a percentile bootstrap 95%
-  confidence interval (numpy, fixed seed, 10,000 resamples by default). Outcome: a *win* when the whole CI
-  is on the better side of 0 (above for "max" metrics, below for "min"), a *loss* when it is on the worse
-  side, a *tie* when it contains 0, and *inconclusive* with fewer than 2 matched seeds (a one-point bootstrap
-  has zero width and would turn any single difference into a win or a loss).
+  and the baseline in the same task group, ``method - baseline``. Verdicts come from a paired t-test with
+  an optional equivalence margin per task and Holm's correction over all cells judged at once; the rules
+  and their simulated error rates are in :mod:`benchmarks.analysis.stats` and ``docs/statistics.md``.
+  Fewer than ``min_pairs`` matched seeds, or differences without variance, give *inconclusive* with the
+  reason (never a win or a loss).
 * **Performance profile** (Dolan and More, 2002): for problem p (task group) and method s with mean score
   a_ps over its finished seeds, the ratio is r_ps = a_ps / min_s a_ps for "min" metrics and
   r_ps = max_s a_ps / a_ps for "max" metrics (so 1 is the best method, and larger is worse); a method with
@@ -39,21 +42,41 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-#: task name -> (primary metric, "max" | "min"); mirrors ``Task.metrics`` (first entry) of each task.
+from . import stats
+
+#: task name -> (primary metric, "max" | "min"); mirrors ``Task.metrics`` (first entry) of each task. Used
+#: only for records written before records carried ``primary_metric`` themselves.
 PRIMARY_METRICS: dict[str, tuple[str, str]] = {
     "toy2d": ("cosine_similarity", "max"),
     "toy3d": ("objective", "min"),
     "classification": ("top1", "max"),
     "retrieval": ("recall_at_1", "max"),
     "language_model": ("test_ppl", "min"),
-    "audio": ("val_score", "max"),
+    "audio": ("test_score", "max"),
 }
+
+#: task name -> {metric: direction}: the full ``Task.metrics`` of each registered task (a test keeps them in
+#: sync), for records written before records carried ``metric_modes`` themselves
+METRIC_MODES: dict[str, dict[str, str]] = {
+    "toy2d": {"cosine_similarity": "max", "angle_deg": "min", "w_norm": "min", "norm_growth": "min",
+              "loss": "min", "steps_to_converge": "min", "steps_to_reach": "min", "max_norm": "min"},
+    "toy3d": {"objective": "min", "distance": "min", "r": "min", "max_r": "min", "max_r_step": "min",
+              "steps_to_converge": "min", "steps_to_reach": "min"},
+    "classification": {"top1": "max", "top5": "max", "val_loss": "min"},
+    "retrieval": {f"recall_at_{k}": "max" for k in (1, 2, 4, 8, 10, 20, 30, 40, 50, 100, 1000)} | {"nmi": "max"},
+    "language_model": {"test_ppl": "min", "val_ppl": "min"},
+    "audio": {f"{split}_{m}": "max" for split in ("test", "val") for m in ("score", "accuracy", "roc_auc", "pr_auc", "f1")}
+    | {"test_f1_macro": "max", "val_loss": "min", "skipped_files": "min"},
+}
+
+#: metrics the shared training loop adds to every run, with their direction
+LOOP_METRIC_MODES: dict[str, str] = {"train_loss": "min"}
 
 #: ``train.*`` keys that do not change what a run computes; ignored when grouping runs into tasks
 NON_SEMANTIC_TRAIN_KEYS = frozenset(
@@ -234,8 +257,31 @@ def group_labels(results: pd.DataFrame) -> pd.Series:
     return labels
 
 
-def _metric_direction_guess(name: str) -> str:
-    return "min" if re.search(r"loss|perplex|ppl|error|err\b", name, re.I) else "max"
+def declared_modes(results: pd.DataFrame, task: str | None = None) -> dict[str, str]:
+    """Every metric direction the runs of ``task`` declare: the records' ``metric_modes.*`` columns, then
+    :data:`METRIC_MODES` for the task (older records), then the loop's own metrics; ``last_<m>`` and
+    ``best_<m>`` inherit the direction of ``<m>``.
+
+    Raises ``ValueError`` when runs of one task declare different directions for one metric (two versions of
+    a task in one folder): that is ambiguous and is never resolved silently.
+    """
+    rows = results if task is None or "task" not in results.columns else results[results["task"] == task]
+    modes: dict[str, str] = dict(LOOP_METRIC_MODES)
+    if task is not None:
+        modes.update(METRIC_MODES.get(task, {}))
+    for col in sorted(c for c in rows.columns if c.startswith("metric_modes.")):
+        found = {str(v) for v in rows[col].dropna()}
+        name = col.removeprefix("metric_modes.")
+        if len(found) > 1:
+            raise ValueError(f"runs of task {task!r} declare different directions for metric {name!r}: "
+                             f"{', '.join(sorted(found))}; compare them separately (--where)")
+        if found:
+            modes[name] = found.pop()
+    for name in [c.removeprefix("metrics.") for c in rows.columns if c.startswith("metrics.")]:
+        for prefix in ("last_", "best_"):
+            if name.startswith(prefix) and name not in modes and name.removeprefix(prefix) in modes:
+                modes[name] = modes[name.removeprefix(prefix)]
+    return modes
 
 
 def primary_metric(
@@ -243,43 +289,43 @@ def primary_metric(
 ) -> tuple[str, str]:
     """Return ``(metric name without the "metrics." prefix, "max" | "min")`` for the runs of ``task``.
 
-    See the module docstring for the order of the sources. Raises ``KeyError`` naming the metric columns
-    when no source applies.
+    See the module docstring: the direction always comes from the task's declaration. Raises ``KeyError``
+    for a metric that no run has, or one with no declared direction and no ``mode``; ``ValueError`` when
+    ``mode`` contradicts the declaration.
     """
     if mode is not None and mode not in ("max", "min"):
         raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
     rows = results if task is None or "task" not in results.columns else results[results["task"] == task]
-    if metric is not None:
-        metric = metric.removeprefix("metrics.")
-        return metric, mode or _declared_mode(rows, metric) or _metric_direction_guess(metric)
-    for name_col, mode_col in (("primary_metric", "primary_mode"), ("primary_metric.name", "primary_metric.mode")):
-        if name_col in rows.columns and rows[name_col].notna().any():
-            name = str(rows[name_col].dropna().iloc[0])
-            found = rows[mode_col].dropna() if mode_col in rows.columns else pd.Series([], dtype=object)
-            return name, mode or (str(found.iloc[0]) if len(found) else _metric_direction_guess(name))
-    if task is not None and task in PRIMARY_METRICS:
-        name, declared = PRIMARY_METRICS[task]
-        return name, mode or declared
     metric_cols = [c for c in rows.columns if c.startswith("metrics.") and rows[c].notna().any()]
-    if len(metric_cols) == 1:
-        name = metric_cols[0].removeprefix("metrics.")
-        return name, mode or _metric_direction_guess(name)
-    raise KeyError(
-        f"no primary metric known for task {task!r}: pass --metric NAME (and --mode max|min); "
-        f"metrics in these results: {', '.join(c.removeprefix('metrics.') for c in metric_cols) or '(none)'}"
-    )
-
-
-def _declared_mode(rows: pd.DataFrame, metric: str) -> str | None:
-    for name_col, mode_col in (("primary_metric", "primary_mode"), ("primary_metric.name", "primary_metric.mode")):
-        if name_col in rows.columns and mode_col in rows.columns:
-            hit = rows[rows[name_col] == metric][mode_col].dropna()
-            if len(hit):
-                return str(hit.iloc[0])
-    for name, declared in PRIMARY_METRICS.values():
-        if name == metric:
-            return declared
-    return None
+    present = ", ".join(c.removeprefix("metrics.") for c in metric_cols) or "(none)"
+    if metric is None:
+        for name_col in ("primary_metric", "primary_metric.name"):
+            if name_col in rows.columns and rows[name_col].notna().any():
+                names = sorted({str(v) for v in rows[name_col].dropna()})
+                if len(names) > 1:
+                    raise ValueError(f"runs of task {task!r} name different primary metrics ({', '.join(names)}); "
+                                     "pass --metric NAME")
+                metric = names[0]
+                break
+        else:
+            if task is not None and task in PRIMARY_METRICS:
+                metric = PRIMARY_METRICS[task][0]
+            else:
+                raise KeyError(f"no primary metric known for task {task!r}: pass --metric NAME; metrics in these "
+                               f"results: {present}")
+    metric = metric.removeprefix("metrics.")
+    if f"metrics.{metric}" not in metric_cols:
+        raise KeyError(f"no run of task {task!r} has the metric {metric!r}; metrics in these results: {present}")
+    declared = declared_modes(results, task).get(metric)
+    if declared is None:
+        if mode is None:
+            raise KeyError(f"metric {metric!r} of task {task!r} has no declared direction (the task's `metrics` "
+                           "do not list it): pass --mode max or --mode min")
+        return metric, mode
+    if mode is not None and mode != declared:
+        raise ValueError(f"--mode {mode} contradicts task {task!r}, which declares {metric!r} as {declared!r} "
+                         f"({'higher' if declared == 'max' else 'lower'} is better); drop --mode")
+    return metric, declared
 
 
 def done_runs(results: pd.DataFrame, metric_col: str | None = None) -> pd.DataFrame:
@@ -296,68 +342,58 @@ def done_runs(results: pd.DataFrame, metric_col: str | None = None) -> pd.DataFr
 # --------------------------------------------------------------------------------------------------------
 # statistics
 # --------------------------------------------------------------------------------------------------------
-def bootstrap_ci(
-    values: Sequence[float] | np.ndarray,
-    n_resamples: int = 10_000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of the mean of ``values``.
-
-    Draws ``n_resamples`` resamples with replacement using ``numpy.random.default_rng(seed)`` (one
-    ``integers(0, n, size=(n_resamples, n))`` call, so the result is reproducible and can be recomputed
-    directly), takes each resample's mean and returns the (1-c)/2 and (1+c)/2 quantiles (numpy's default
-    linear interpolation). Fewer than 2 values give ``(nan, nan)``.
-    """
-    x = np.asarray(values, dtype=float)
-    if x.ndim != 1:
-        raise ValueError(f"bootstrap_ci expects a 1-D sample, got shape {x.shape}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("bootstrap_ci got NaN or inf values; drop unfinished runs first")
-    n = x.size
-    if n < 2:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_resamples, n))
-    means = x[idx].mean(axis=1)
-    alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
-
-
-def outcome(ci_lo: float, ci_hi: float, mode: str, n_pairs: int) -> str:
-    """``win`` / ``tie`` / ``loss`` / ``inconclusive`` for a paired difference (method - baseline)."""
-    if n_pairs < 2 or not (np.isfinite(ci_lo) and np.isfinite(ci_hi)):
-        return "inconclusive"
-    if ci_lo <= 0.0 <= ci_hi:
-        return "tie"
-    better = ci_lo > 0.0 if mode == "max" else ci_hi < 0.0
-    return "win" if better else "loss"
-
-
 @dataclass(frozen=True)
 class CompareSettings:
-    """Settings of a comparison, kept together so that reports can print them."""
+    """Settings of a comparison, kept together so that reports can print them.
+
+    ``margins``: equivalence margin per task name (metric units; a difference surely inside +-margin is a
+    tie), ``"*"`` for every other task; none by default (then nothing is ever called a tie: "the seeds
+    cannot tell" is not "equal").
+    """
 
     baseline: str = "adamp"
     metric: str | None = None
     mode: str | None = None
-    n_resamples: int = 10_000
     confidence: float = 0.95
-    seed: int = 0
+    margins: Mapping[str, float] = field(default_factory=dict)
+    min_pairs: int = stats.MIN_PAIRS
+
+    @property
+    def alpha(self) -> float:
+        return 1.0 - self.confidence
+
+    def margin(self, task: str | None) -> float:
+        return float(self.margins.get(str(task), self.margins.get("*", 0.0)))
+
+    def describe(self) -> str:
+        """One paragraph saying how the verdicts were reached (printed under every comparison)."""
+        margins = ", ".join(f"{k}: {v:g}" for k, v in sorted(self.margins.items())) or "none"
+        return (
+            f"Paired differences (method − baseline) over the seeds both finished; mean with a Student t "
+            f"{self.confidence:.0%} CI (n − 1 degrees of freedom). Verdict at α = {self.alpha:.3g} with Holm's "
+            f"correction over all comparisons of this table: win / loss when the two-sided paired t-test rejects "
+            f"no difference, tie when the TOST test shows the difference inside the task's equivalence margin "
+            f"(margins: {margins}), otherwise inconclusive. No verdict with fewer than {self.min_pairs} matched "
+            f"seeds or without variance across seeds. Error rates simulated in docs/statistics.md."
+        )
+
+
+def outcome(test: stats.PairedTest, mode: str, settings: CompareSettings, margin: float = 0.0) -> str:
+    """The verdict of one comparison judged alone (no multiple-comparison correction)."""
+    return stats.verdict(test, mode, test.p, test.p_equiv, settings.alpha, margin)[0]
 
 
 def paired_comparison(results: pd.DataFrame, settings: CompareSettings | None = None) -> pd.DataFrame:
-    """Paired differences to the baseline per task group and method.
+    """Paired differences to the baseline per task group and method, with verdicts.
 
     One row per (task group, method other than the baseline) with columns: ``group``, ``task``, ``method``,
-    ``metric``, ``mode``, ``n_pairs``, ``seeds`` (matched seeds), ``mean_method``, ``mean_baseline`` (over the
-    matched seeds), ``delta`` (mean of method - baseline), ``ci_lo``, ``ci_hi``, ``outcome``,
-    ``failed_method`` / ``failed_baseline`` (diverged or failed runs in the group), ``unmatched`` (finished
-    runs without a partner seed). Groups without baseline runs are left out (they have nothing to pair with).
-    Raises ``KeyError`` when the baseline optimizer has no run at all.
+    ``baseline``, ``metric``, ``mode``, ``n_pairs``, ``seeds`` (matched seeds), ``mean_method``,
+    ``mean_baseline`` (over the matched seeds), ``delta`` (mean of method - baseline), ``sd`` (of the
+    differences), ``ci_lo``, ``ci_hi`` (t interval), ``p`` (two-sided paired t-test), ``p_adj`` (Holm over
+    all rows), ``margin``, ``p_equiv_adj`` (TOST, Holm), ``outcome``, ``reason``, ``failed_method`` /
+    ``failed_baseline`` (diverged or failed runs in the group), ``unmatched`` (finished runs without a
+    partner seed). Groups without baseline runs are left out (they have nothing to pair with). Raises
+    ``KeyError`` when the baseline optimizer has no run at all.
     """
     settings = settings or CompareSettings()
     if results.empty:
@@ -369,6 +405,7 @@ def paired_comparison(results: pd.DataFrame, settings: CompareSettings | None = 
     frame["_group"] = group_labels(frame)
     frame["_method"] = method_labels(frame, frame["_group"])
     rows: list[dict[str, Any]] = []
+    tests: list[stats.PairedTest] = []
     for group, sub in frame.groupby("_group", sort=True):
         task = str(sub["task"].iloc[0]) if "task" in sub.columns else None
         metric, mode = primary_metric(frame, task, settings.metric, settings.mode)
@@ -381,6 +418,7 @@ def paired_comparison(results: pd.DataFrame, settings: CompareSettings | None = 
                 f"baseline {settings.baseline!r} has several settings in task group {group!r} "
                 f"({', '.join(sorted(set(base['_method'])))}); select one with --where optimizer.<key>=<value>"
             )
+        margin = settings.margin(task)
         base_done = done_runs(base, col)
         base_by_seed = _per_seed(base_done, col)
         failed_base = int(base["status"].isin(FAILED_STATUSES).sum()) if "status" in base.columns else 0
@@ -389,7 +427,8 @@ def paired_comparison(results: pd.DataFrame, settings: CompareSettings | None = 
             m_by_seed = _per_seed(m_done, col)
             seeds = sorted(set(m_by_seed.index) & set(base_by_seed.index))
             diffs = np.array([m_by_seed[s] - base_by_seed[s] for s in seeds], dtype=float)
-            lo, hi = bootstrap_ci(diffs, settings.n_resamples, settings.confidence, settings.seed)
+            test = stats.paired_t(diffs, margin=margin, confidence=settings.confidence, min_pairs=settings.min_pairs)
+            tests.append(test)
             rows.append(
                 {
                     "group": group,
@@ -402,15 +441,20 @@ def paired_comparison(results: pd.DataFrame, settings: CompareSettings | None = 
                     "seeds": ",".join(str(_seed_text(s)) for s in seeds),
                     "mean_method": float(np.mean([m_by_seed[s] for s in seeds])) if seeds else float("nan"),
                     "mean_baseline": float(np.mean([base_by_seed[s] for s in seeds])) if seeds else float("nan"),
-                    "delta": float(diffs.mean()) if diffs.size else float("nan"),
-                    "ci_lo": lo,
-                    "ci_hi": hi,
-                    "outcome": outcome(lo, hi, mode, len(seeds)),
+                    "delta": test.mean,
+                    "sd": test.sd,
+                    "ci_lo": test.ci_lo,
+                    "ci_hi": test.ci_hi,
+                    "p": test.p,
+                    "margin": margin,
                     "failed_method": int(msub["status"].isin(FAILED_STATUSES).sum()) if "status" in msub else 0,
                     "failed_baseline": failed_base,
                     "unmatched": int(len(set(m_by_seed.index) ^ set(base_by_seed.index))),
                 }
             )
+    judged = stats.judge(tests, [r["mode"] for r in rows], [r["margin"] for r in rows], settings.alpha)
+    for row, (verdict, reason, p_adj, pe_adj) in zip(rows, judged, strict=True):
+        row.update(outcome=verdict, reason=reason, p_adj=p_adj, p_equiv_adj=pe_adj)
     return pd.DataFrame(rows, columns=_COMPARE_COLUMNS)
 
 
@@ -426,9 +470,15 @@ _COMPARE_COLUMNS = [
     "mean_method",
     "mean_baseline",
     "delta",
+    "sd",
     "ci_lo",
     "ci_hi",
+    "p",
+    "p_adj",
+    "margin",
+    "p_equiv_adj",
     "outcome",
+    "reason",
     "failed_method",
     "failed_baseline",
     "unmatched",
@@ -463,6 +513,8 @@ def score_matrix(results: pd.DataFrame, settings: CompareSettings | None = None)
 
     Returns ``(scores, modes)``: ``scores`` has task groups as index and methods as columns (NaN when a
     method has no finished run in a group); ``modes`` maps each group to "max" or "min".
+    ``scores.attrs["ran"]`` is a boolean frame of the same shape: whether the method has any run in the
+    group (a method that never ran a task is *missing* there, not failed).
     """
     settings = settings or CompareSettings()
     frame = results.copy()
@@ -471,6 +523,7 @@ def score_matrix(results: pd.DataFrame, settings: CompareSettings | None = None)
     frame["_group"] = group_labels(frame)
     frame["_method"] = method_labels(frame, frame["_group"])
     scores: dict[tuple[str, str], float] = {}
+    ran: dict[tuple[str, str], bool] = {}
     modes: dict[str, str] = {}
     for group, sub in frame.groupby("_group", sort=True):
         task = str(sub["task"].iloc[0]) if "task" in sub.columns else None
@@ -478,18 +531,22 @@ def score_matrix(results: pd.DataFrame, settings: CompareSettings | None = None)
         modes[group] = mode
         col = f"metrics.{metric}"
         for method in sorted(set(frame["_method"])):
-            done = done_runs(sub[sub["_method"] == method], col)
+            runs = sub[sub["_method"] == method]
+            done = done_runs(runs, col)
             scores[(group, method)] = float(pd.to_numeric(done[col]).mean()) if len(done) else float("nan")
+            ran[(group, method)] = bool(len(runs))
     table = pd.Series(scores).unstack()
+    table.attrs["ran"] = pd.Series(ran).unstack().reindex_like(table).astype(bool)
     return table, pd.Series(modes)
 
 
 def performance_ratios(
     scores: pd.DataFrame, modes: Mapping[str, str] | pd.Series, on_nonpositive: str = "drop"
 ) -> pd.DataFrame:
-    """Dolan-More performance ratios r_ps (>= 1, 1 = best; inf where a method has no score).
+    """Dolan-More performance ratios r_ps (>= 1, 1 = best; inf where a method ran but finished nothing).
 
     ``scores``: problems x methods. For "min" problems r = a / min(a); for "max" problems r = max(a) / a.
+    A method that never ran a problem (``scores.attrs["ran"]`` false there) gets NaN: missing, not a failure.
     Ratios of non-positive scores are meaningless (a loss of 0, a negative cosine): such problems are left
     out (``on_nonpositive="drop"``, listed in ``ratios.attrs["dropped"]``) or raise ``ValueError``
     (``"raise"``).
@@ -497,6 +554,9 @@ def performance_ratios(
     if on_nonpositive not in ("drop", "raise"):
         raise ValueError(f"on_nonpositive must be 'drop' or 'raise', got {on_nonpositive!r}")
     ratios = pd.DataFrame(np.inf, index=scores.index, columns=scores.columns)
+    ran = scores.attrs.get("ran")
+    if isinstance(ran, pd.DataFrame):
+        ratios = ratios.mask(~ran.reindex_like(ratios).fillna(False).astype(bool))
     dropped: list[str] = []
     for problem in scores.index:
         row = scores.loc[problem].astype(float)
@@ -523,9 +583,11 @@ def performance_ratios(
 
 
 def performance_profile(ratios: pd.DataFrame, taus: Sequence[float] | np.ndarray | None = None) -> pd.DataFrame:
-    """rho_s(tau): fraction of problems on which method s is within a factor tau of the best.
+    """rho_s(tau): fraction of the problems method s ran on which it is within a factor tau of the best.
 
-    Returns a frame indexed by tau with one column per method. Default taus: 200 points from 1 to 1.05 x the
+    Returns a frame indexed by tau with one column per method. A problem a method never ran (NaN ratio) is
+    not in its denominator; ``profile.attrs["problems"]`` maps each method to the number it ran and
+    ``profile.attrs["total"]`` is the number of problems. Default taus: 200 points from 1 to 1.05 x the
     largest finite ratio (at least 1.01), plus every finite ratio so that the steps are exact.
     """
     if ratios.empty:
@@ -536,9 +598,17 @@ def performance_profile(ratios: pd.DataFrame, taus: Sequence[float] | np.ndarray
         top = max(1.01, float(finite.max()) * 1.05) if finite.size else 1.01
         taus = np.unique(np.concatenate([np.linspace(1.0, top, 200), finite]))
     taus = np.asarray(taus, dtype=float)
-    n_problems = len(ratios.index)
-    rho = {m: [(ratios[m].to_numpy(dtype=float) <= t).sum() / n_problems for t in taus] for m in ratios.columns}
-    return pd.DataFrame(rho, index=pd.Index(taus, name="tau"))
+    rho = {}
+    counted = {}
+    for m in ratios.columns:
+        col = ratios[m].to_numpy(dtype=float)
+        ran = col[~np.isnan(col)]
+        counted[m] = int(ran.size)
+        rho[m] = [(ran <= t).sum() / ran.size if ran.size else float("nan") for t in taus]
+    profile = pd.DataFrame(rho, index=pd.Index(taus, name="tau"))
+    profile.attrs["problems"] = counted
+    profile.attrs["total"] = len(ratios.index)
+    return profile
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -699,9 +769,10 @@ def _planned_steps(row: pd.Series, measured: pd.DataFrame) -> float:
 
 __all__ = [
     "CompareSettings",
+    "METRIC_MODES",
     "PRIMARY_METRICS",
-    "bootstrap_ci",
     "canonical_optimizer",
+    "declared_modes",
     "cost_summary",
     "display_optimizer",
     "done_runs",

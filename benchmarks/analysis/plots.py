@@ -297,9 +297,17 @@ def profile_figure(
     """Figure of a Dolan-More profile (``compare.performance_profile``: index tau, one column per method)."""
     methods = list(profile.columns)
     styles = _linestyles(methods)
+    ran = profile.attrs.get("problems", {})
+    total = profile.attrs.get("total")
+
+    def label(m: Any) -> str:
+        # a method that did not run every task is plotted over the tasks it ran, and says so
+        k = ran.get(m)
+        return f"{m} (ran {k} of {total} tasks)" if k is not None and total is not None and k < total else str(m)
+
     series = [
         Series(
-            label=str(m),
+            label=label(m),
             x=profile.index.to_numpy(dtype=float),
             y=profile[m].to_numpy(dtype=float),
             kind="step",
@@ -308,13 +316,13 @@ def profile_figure(
         )
         for m in methods
     ]
-    panel = Panel(title, "tau (ratio to the best method on a task)", "fraction of tasks within tau", series)
+    panel = Panel(title, "tau (ratio to the best method on a task)", "fraction of its tasks within tau", series)
     return FigureSpec(name=name, title="", panels=[panel], ncols=1)
 
 
 def difference_figure(comparison: pd.DataFrame, name: str = "paired_differences") -> FigureSpec:
     """Forest plot of ``compare.paired_comparison``: one panel per task group (each has its own metric), one
-    row per method with the mean paired difference and its bootstrap CI; the vertical line marks 0."""
+    row per method with the mean paired difference and its t interval; the vertical line marks 0."""
     panels = []
     base = str(comparison["baseline"].iloc[0]) if len(comparison) else "baseline"
     for group, sub in comparison.groupby("group", sort=True):
@@ -343,7 +351,7 @@ def difference_figure(comparison: pd.DataFrame, name: str = "paired_differences"
                 yticklabels=[f"{r['method']} (n={r['n_pairs']}, {r['outcome']})" for _, r in sub.iterrows()],
             )
         )
-    return FigureSpec(name=name, title=f"Paired differences to {base} (95% bootstrap CI)", panels=panels, ncols=1)
+    return FigureSpec(name=name, title=f"Paired differences to {base} (95% t interval)", panels=panels, ncols=1)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -18,19 +18,28 @@ from .paper import PAPER_LABEL, paper_tables
 from .tables import _fmt, atomic_write_text, markdown_grid
 
 
-def load(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(load_results(DIR), load_history(DIR))`` from ``benchmarks.store``.
+def load(results_dir: Path | Sequence[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(load_results(DIR), load_history(DIR))`` from ``benchmarks.store``, for one folder or several.
 
-    Raises ``FileNotFoundError`` when ``DIR`` is not a folder; the store decides what else is an error.
+    Raises ``FileNotFoundError`` when a folder does not exist and ``ValueError`` when one run id is in two of
+    several folders (the same run twice would count its seed twice; which copy to use is the user's call).
     """
-    results_dir = Path(results_dir)
-    if not results_dir.is_dir():
-        raise FileNotFoundError(
-            f"results folder {results_dir} does not exist (expected OUT/ with runs/<run_id>/record.json)"
-        )
-    from benchmarks.store import load_history, load_results  # the only way analysis reads runs
+    dirs = [Path(results_dir)] if isinstance(results_dir, (str, Path)) else [Path(d) for d in results_dir]
+    for d in dirs:
+        if not d.is_dir():
+            raise FileNotFoundError(f"results folder {d} does not exist (expected OUT/ with runs/<run_id>/record.json)")
+    from benchmarks.store import list_run_ids, load_history, load_results  # the only way analysis reads runs
 
-    return load_results(results_dir), load_history(results_dir)
+    if len(dirs) > 1:
+        seen: dict[str, Path] = {}
+        for d in dirs:
+            for run_id in list_run_ids(d):
+                if run_id in seen:
+                    raise ValueError(f"run {run_id} is in both {seen[run_id]} and {d}: the same run would count "
+                                     "twice; pass only one of the folders that hold it (or --where to split them)")
+                seen[run_id] = d
+    target = dirs[0] if len(dirs) == 1 else dirs
+    return load_results(target), load_history(target)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -62,11 +71,7 @@ def comparison_markdown(out: ComparisonOutput, figure_prefix: str = "") -> str:
     lines = [
         f"### Comparison with `{base}`",
         "",
-        f"Paired differences (method − {base}) of each task's primary metric over matched seeds (finished runs "
-        f"of both); mean with a percentile bootstrap {int(s.confidence * 100)}% CI ({s.n_resamples} resamples, "
-        f"numpy seed {s.seed}). win / loss: the CI lies entirely on the better / worse side of 0 (better = "
-        "higher for max metrics, lower for min metrics); tie: the CI contains 0; inconclusive: fewer than 2 "
-        "matched seeds. failed = diverged or failed runs (method / baseline), not in the pairs.",
+        s.describe() + " failed = diverged or failed runs (method / baseline), not in the pairs.",
         "",
     ]
     if out.comparison.empty:
@@ -87,7 +92,9 @@ def comparison_markdown(out: ComparisonOutput, figure_prefix: str = "") -> str:
                     f"[{_f(lo, 3, True)}, {_f(hi, 3, True)}]"
                     for lo, hi in zip(out.comparison["ci_lo"], out.comparison["ci_hi"], strict=True)
                 ],
+                "p (Holm)": out.comparison["p_adj"].map(lambda v: _f(v, 2)),
                 "outcome": out.comparison["outcome"],
+                "why": out.comparison["reason"],
                 "failed": [
                     f"{a} / {b}"
                     for a, b in zip(out.comparison["failed_method"], out.comparison["failed_baseline"], strict=True)
@@ -102,8 +109,14 @@ def comparison_markdown(out: ComparisonOutput, figure_prefix: str = "") -> str:
         lines += [
             "",
             "Performance profile (Dolan & Moré): ratio r = best / own for max metrics, own / best for min metrics, "
-            "per task group (inf: no finished run); the curve is the fraction of task groups with r ≤ tau.",
+            "per task group (inf: the method ran but finished no run); the curve is the fraction of the task "
+            "groups a method ran with r ≤ tau (a task group it did not run is missing, not a failure).",
         ]
+        missing = {m: k for m, k in out.profile.attrs.get("problems", {}).items()
+                   if k < out.profile.attrs.get("total", k)}
+        if missing:
+            lines.append("Ran only part of the task groups: " + ", ".join(
+                f"`{m}` ({k} of {out.profile.attrs['total']})" for m, k in sorted(missing.items())) + ".")
         if out.ratios.attrs.get("dropped"):
             lines.append(
                 "Left out of the profile (a score ≤ 0 has no ratio): "

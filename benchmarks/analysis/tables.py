@@ -928,7 +928,7 @@ def summary_table(
 
 def digits_table(results: pd.DataFrame, settings: compare.CompareSettings | None = None) -> Table | None:
     """The digits demo (``task`` classification, ``data.name`` digits): accuracy per optimizer, and the
-    paired comparison vs the baseline (AdamP by default) over matched seeds with a bootstrap 95% CI."""
+    paired comparison vs the baseline (AdamP by default) over matched seeds with a t interval."""
     settings = settings or compare.CompareSettings()
     if not {"task", "data.name"} <= set(results.columns):
         return None
@@ -969,9 +969,7 @@ def digits_table(results: pd.DataFrame, settings: compare.CompareSettings | None
     caption = (
         f"Digits demo (scikit-learn's 8x8 digits; no paper numbers). {metric} ({mode}) mean ± sample std over "
         f"finished seeds (std n/a with one seed). Δ vs {base_label}: mean paired difference over matched seeds "
-        f"(method − baseline), percentile bootstrap 95% CI ({settings.n_resamples} resamples, numpy seed "
-        f"{settings.seed}); win/loss when the CI excludes 0 on the better/worse side, tie when it contains 0, "
-        "inconclusive with fewer than 2 matched seeds."
+        "(method − baseline). " + settings.describe()
     )
     return Table(
         name="digits_demo",

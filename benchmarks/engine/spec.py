@@ -112,6 +112,10 @@ def execute_run(spec: RunSpec, ctx_extra: Mapping[str, Any] | None = None, *, po
             result = loop.train(spec.config, run_dir, ctx_extra=ctx_extra)
             status = result["status"]
             record["metrics"] = result["metrics"]
+            # the direction of every metric from the task's declaration, so that analysis never guesses it
+            record["metric_modes"] = result.get("metric_modes", {})
+            record["primary_metric"] = result.get("primary_metric")
+            record["selection"] = result.get("selection")
             record["error"] = result.get("error")
             record["timing"].update({
                 "steps": result["steps"],

@@ -57,6 +57,9 @@ class Task(abc.ABC):
     smoke: ClassVar[Mapping[str, Any]] = {}
     #: final metrics and their direction ("max" or "min"); the first one is the task's primary metric
     metrics: ClassVar[Mapping[str, str]] = {}
+    #: a VALIDATION metric (in ``metrics``, never ``test_*``) on which ``train.select: best`` chooses the reported
+    #: evaluation; None when the task's held-out split is what it reports (then only ``select: last`` is valid)
+    selection_metric: ClassVar[str | None] = None
 
     def __init__(self, config: Mapping[str, Any], ctx: RunContext):
         self.config = config

@@ -15,7 +15,9 @@ tokens of its past. Evaluation does the same on the validation and test streams 
 ``train.eval_batch_size``, segments of ``model.eval_tgt_len``, memory ``model.eval_mem_len``) and reports
 ``exp(mean NLL over all predicted tokens)``.
 
-Metrics: ``test_ppl`` (primary, lower is better) and ``val_ppl``.
+Metrics: ``test_ppl`` (primary, lower is better) and ``val_ppl``. With ``train.select: best`` (Transformer-XL's
+rule, set in ``configs/lm/base.yaml``) both are those of the evaluation with the lowest ``val_ppl``; the last
+evaluation's are kept as ``last_*``. Nothing is ever selected on ``test_ppl``.
 """
 
 from __future__ import annotations
@@ -153,6 +155,8 @@ class LanguageModel(Task):
         "train.eval_batch_size": 4,
     }
     metrics: ClassVar[Mapping[str, str]] = {"test_ppl": "min", "val_ppl": "min"}
+    #: Transformer-XL's reference keeps the model with the best validation loss and reports its test perplexity
+    selection_metric: ClassVar[str | None] = "val_ppl"
 
     def __init__(self, config: Mapping[str, Any], ctx: RunContext):
         super().__init__(config, ctx)

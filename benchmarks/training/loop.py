@@ -51,6 +51,9 @@ LOOP_DEFAULTS: dict[str, Any] = {
     "num_workers": 0,
     "deterministic": False,
     "num_threads": None,  # torch intra-op threads; null: leave as set by the executor
+    # which evaluation's metrics a run reports: "last" (the final model), or "best" (the evaluation with the
+    # best value of the task's validation `selection_metric`; the last one's are kept as last_<name>)
+    "select": "last",
 }
 
 #: type of the keys whose default is None (validation needs to know it)
@@ -66,6 +69,7 @@ LOOP_TYPES: dict[str, type] = {
 LOOP_CHOICES: dict[str, tuple[str, ...]] = {
     "precision": ("fp32", "bf16", "fp16"),
     "diagnostics": ("off", "epoch", "step"),
+    "select": ("last", "best"),
 }
 
 #: (minimum, inclusive) for numeric loop keys
@@ -362,6 +366,77 @@ class _Window:
         }
 
 
+class _Selection:
+    """Which evaluation a run reports (``train.select``), never chosen on a test metric.
+
+    ``last``: the final evaluation. ``best``: the evaluation with the best finite value of the task's
+    ``selection_metric`` (a validation metric; the earliest on ties); the final evaluation's metrics are
+    reported beside it as ``last_<name>``. A task with a ``selection_metric`` also reports
+    ``best_<selection_metric>`` (the best validation value seen), whatever ``select`` is.
+    """
+
+    def __init__(self, task_cls: Any, select: str):
+        from benchmarks.config.errors import ConfigError
+
+        self.modes: dict[str, str] = dict(getattr(task_cls, "metrics", {}) or {})
+        self.metric = getattr(task_cls, "selection_metric", None)
+        self.select = select
+        name = getattr(task_cls, "name", task_cls.__name__)
+        if select not in ("last", "best"):
+            raise ConfigError(f"train.select must be 'last' or 'best', got {select!r}")
+        if self.metric is not None and (self.metric.startswith("test") or self.metric not in self.modes):
+            raise ConfigError(f"task {name}: selection_metric {self.metric!r} must be a validation metric listed in "
+                              "its `metrics` (never a test metric)")
+        if select == "best" and self.metric is None:
+            raise ConfigError(f"train.select: best needs a validation split, and task {name} declares no "
+                              "selection_metric (its held-out split is what it reports): use train.select: last")
+        self.mode = self.modes.get(self.metric) if self.metric else None
+        self.best_value: float | None = None
+        self.chosen: dict[str, float] = {}
+        self.chosen_at: tuple[int, Any] | None = None
+        self.last: dict[str, float] = {}
+        self.last_at: tuple[int, Any] | None = None
+
+    def consider(self, metrics: Mapping[str, Any], step: int, epoch: Any) -> None:
+        self.last, self.last_at = dict(metrics), (step, epoch)
+        value = metrics.get(self.metric) if self.metric else None
+        improved = False
+        # a NaN/inf evaluation never counts as the best
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            improved = self.best_value is None or (value > self.best_value if self.mode == "max" else value < self.best_value)
+            if improved:
+                self.best_value = float(value)
+        # with no finite selection value yet, the latest evaluation stands in
+        if self.select == "last" or improved or self.best_value is None:
+            self.chosen, self.chosen_at = dict(metrics), (step, epoch)
+
+    def reported(self) -> dict[str, float]:
+        out = dict(self.chosen)
+        if self.select == "best":
+            out.update({f"last_{k}": v for k, v in self.last.items()})
+        if self.metric and self.best_value is not None:
+            out[f"best_{self.metric}"] = self.best_value
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        rule = "last" if self.select == "last" else f"best {self.metric} ({self.mode})"
+        step, epoch = self.chosen_at if self.chosen_at else (None, None)
+        return {"rule": rule, "step": step, "epoch": epoch}
+
+    def metric_modes(self, reported: Mapping[str, Any]) -> dict[str, str]:
+        out = {}
+        for name in reported:
+            base = name
+            for prefix in ("last_", "best_"):
+                if name.startswith(prefix) and name.removeprefix(prefix) in self.modes:
+                    base = name.removeprefix(prefix)
+            if base in self.modes:
+                out[name] = self.modes[base]
+        if "train_loss" in reported:
+            out["train_loss"] = "min"
+        return out
+
+
 # -- the loop -----------------------------------------------------------------------------------------
 
 def train(config: Mapping[str, Any], run_dir: Path, ctx_extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -369,8 +444,9 @@ def train(config: Mapping[str, Any], run_dir: Path, ctx_extra: Mapping[str, Any]
 
     Returns ``{"status": "done"|"diverged", "metrics": {...}, "steps", "epochs", "train_time_s",
     "step_time_s", "eval_time_s", "samples_per_s", "error": str|None, "resumed_from_step": int|None,
-    "rank": int}``. Final metrics are those of the last evaluation plus ``best_<primary metric>`` and
-    ``train_loss`` (mean over the last logging window).
+    "rank": int, "selection", "primary_metric", "metric_modes"}``. Final metrics are those of the evaluation
+    chosen by ``train.select`` (see :class:`_Selection`) plus ``train_loss`` (mean over the last logging
+    window); ``metric_modes`` gives the direction of each reported metric from the task's declaration.
     """
     from benchmarks.registry import build_optimizer
     from benchmarks.tasks.base import RunContext
@@ -469,21 +545,15 @@ def train(config: Mapping[str, Any], run_dir: Path, ctx_extra: Mapping[str, Any]
         history_path.unlink()  # a fresh start must not append to the history of an earlier attempt
     history = _History(history_path, enabled=is_main, lines=history_lines)
 
-    # Final metrics and the best primary metric are rebuilt from history, so a resumed run reports
-    # the same values as an uninterrupted one.
-    metric_names = dict(getattr(task_cls, "metrics", {}) or {})
-    primary = next(iter(metric_names.items()), None)
-    last_eval: dict[str, float] = {}
-    best: float | None = None
+    # The reported evaluation (last, or best on the validation selection metric) is rebuilt from history, so
+    # a resumed run reports the same values as an uninterrupted one.
+    selector = _Selection(task_cls, tcfg.get("select", "last"))
     last_val_step = -1
     for line in _read_history(history_path) if resumed_from is not None else []:
         if line.get("split") == "val":
             last_val_step = int(line.get("step", -1))
-            last_eval = {k: v for k, v in line.items() if k not in ("step", "epoch", "split")}
-            value = last_eval.get(primary[0]) if primary else None
-            # the same filter as evaluate(): a NaN/inf evaluation never counts as the best
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                best = value if best is None else (max(best, value) if primary[1] == "max" else min(best, value))
+            selector.consider({k: v for k, v in line.items() if k not in ("step", "epoch", "split")},
+                              last_val_step, line.get("epoch"))
 
     total_steps = None
     if steps_per_epoch:
@@ -555,7 +625,7 @@ def train(config: Mapping[str, Any], run_dir: Path, ctx_extra: Mapping[str, Any]
         return mean_loss
 
     def evaluate(epoch_done: int) -> dict[str, float]:
-        nonlocal eval_time, best, last_eval
+        nonlocal eval_time
         _sync(device)
         t0 = time.perf_counter()
         model.eval()
@@ -565,10 +635,7 @@ def train(config: Mapping[str, Any], run_dir: Path, ctx_extra: Mapping[str, Any]
         _sync(device)
         eval_time += time.perf_counter() - t0
         history.write({"step": step, "epoch": epoch_done, "split": "val", **metrics})
-        last_eval = metrics
-        if primary and primary[0] in metrics and math.isfinite(metrics[primary[0]]):
-            value = metrics[primary[0]]
-            best = value if best is None else (max(best, value) if primary[1] == "max" else min(best, value))
+        selector.consider(metrics, step, epoch_done)
         return metrics
 
     try:
@@ -675,9 +742,7 @@ def train(config: Mapping[str, Any], run_dir: Path, ctx_extra: Mapping[str, Any]
             bar.close()
         torch.set_num_threads(previous_threads)
 
-    metrics = dict(last_eval)
-    if primary and best is not None:
-        metrics[f"best_{primary[0]}"] = best
+    metrics = selector.reported()
     if last_train_loss is not None:
         metrics["train_loss"] = last_train_loss
     return {
@@ -694,6 +759,9 @@ def train(config: Mapping[str, Any], run_dir: Path, ctx_extra: Mapping[str, Any]
         "rank": rank,
         "world_size": world,
         "device": str(device),
+        "selection": selector.describe(),
+        "primary_metric": next(iter(selector.modes), None),
+        "metric_modes": selector.metric_modes(metrics),
     }
 
 

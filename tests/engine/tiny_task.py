@@ -27,6 +27,7 @@ class TinyTask(Task):
     }
     smoke: ClassVar[Mapping[str, Any]] = {"train.epochs": 1, "train.max_steps": 2, "data.n": 16}
     metrics: ClassVar[Mapping[str, str]] = {"val_loss": "min", "val_r2": "max"}
+    selection_metric: ClassVar[str | None] = "val_loss"
 
     def __init__(self, config, ctx):
         super().__init__(config, ctx)
