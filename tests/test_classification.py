@@ -346,3 +346,24 @@ def test_digits_demo_config_is_the_documented_grid(tmp_path):
     assert sorted({c["optimizer"]["name"] for c in runs}) == ["adam", "adamp", "adamw", "sgd", "sgdp"]
     assert {c["train"]["seed"] for c in runs} == {0, 1, 2}
     assert all(c["data"]["name"] == "digits" and c["train"]["device"] == "cpu" for c in runs)
+
+
+def test_evaluation_resize_follows_the_image_size_by_default(tree):
+    # a 32-pixel crop of images resized to 256 (the old default) scored 13.6% top-1 on a digits folder where a
+    # proportional resize scored 93.6%: the default now keeps ImageNet's crop proportion (224 of 256)
+    from benchmarks.config.validate import recipe_warnings
+
+    cfg = _config(data={"name": "imagefolder", "root": str(tree), "image_size": 32})
+    assert cfg["data"]["val_resize"] is None and Classification.val_resize(cfg["data"]) == 37
+    assert Classification.val_resize({"image_size": 224, "val_resize": None}) == 256
+    assert not recipe_warnings(cfg)
+    task = _task(cfg)
+    images, _ = next(iter(task._source.val_loader))
+    assert images.shape[-2:] == (32, 32)
+    small = _config(data={"name": "imagefolder", "root": str(tree), "image_size": 32, "val_resize": 256})
+    warnings = recipe_warnings(small)
+    assert len(warnings) == 1 and "keeps only 12%" in warnings[0] and "= 37" in warnings[0]
+    assert not recipe_warnings(_config(data={"name": "imagefolder", "image_size": 224, "val_resize": 256}))
+    for bad in ("256", 0, 1.5, True):
+        with pytest.raises(ConfigError, match=r"data\.val_resize must be null"):
+            _task(_config(data={"name": "imagefolder", "image_size": 32, "val_resize": bad}))

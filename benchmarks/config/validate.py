@@ -254,6 +254,9 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
                             "train", where, types=LOOP_TYPES)
     train["schedule"] = resolve_schedule(schedule)
     _check_train(train)
+    from benchmarks.training.loop import check_selection
+
+    check_selection(cls, train["select"])
     resolved["train"] = train
     if "name" in config and config["name"] is not None:
         if not isinstance(config["name"], str):
@@ -332,6 +335,7 @@ def recipe_warnings(resolved: Mapping[str, Any], raw_optimizer: Mapping[str, Any
             f"its decoupled weight decay by (1 - momentum), which is {'zero' if opt['momentum'] == 1 else 'negative'} "
             f"here (infinite or negative decay); use momentum < 1."
         )
+    out.extend(task_class(resolved["task"]).config_warnings(resolved))
     return out
 
 

@@ -107,6 +107,12 @@ class Task(abc.ABC):
         return batch
 
     @classmethod
+    def config_warnings(cls, config: Mapping[str, Any]) -> list[str]:
+        """Settings of a resolved config that run but probably do not do what their author meant (printed
+        before launch, one string each)."""
+        return []
+
+    @classmethod
     def primary_metric(cls) -> tuple[str, str]:
         name, mode = next(iter(cls.metrics.items()))
         return name, mode

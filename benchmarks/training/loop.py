@@ -366,6 +366,23 @@ class _Window:
         }
 
 
+def check_selection(task_cls: Any, select: str) -> None:
+    """Raise ``ConfigError`` unless ``train.select`` can be honoured by the task without selecting on test."""
+    from benchmarks.config.errors import ConfigError
+
+    modes = dict(getattr(task_cls, "metrics", {}) or {})
+    metric = getattr(task_cls, "selection_metric", None)
+    name = getattr(task_cls, "name", task_cls.__name__)
+    if select not in ("last", "best"):
+        raise ConfigError(f"train.select must be 'last' or 'best', got {select!r}")
+    if metric is not None and (metric.startswith("test") or metric not in modes):
+        raise ConfigError(f"task {name}: selection_metric {metric!r} must be a validation metric listed in its "
+                          "`metrics` (never a test metric)")
+    if select == "best" and metric is None:
+        raise ConfigError(f"train.select: best needs a validation split, and task {name} declares no "
+                          "selection_metric (its held-out split is what it reports): use train.select: last")
+
+
 class _Selection:
     """Which evaluation a run reports (``train.select``), never chosen on a test metric.
 
@@ -376,20 +393,10 @@ class _Selection:
     """
 
     def __init__(self, task_cls: Any, select: str):
-        from benchmarks.config.errors import ConfigError
-
+        check_selection(task_cls, select)
         self.modes: dict[str, str] = dict(getattr(task_cls, "metrics", {}) or {})
         self.metric = getattr(task_cls, "selection_metric", None)
         self.select = select
-        name = getattr(task_cls, "name", task_cls.__name__)
-        if select not in ("last", "best"):
-            raise ConfigError(f"train.select must be 'last' or 'best', got {select!r}")
-        if self.metric is not None and (self.metric.startswith("test") or self.metric not in self.modes):
-            raise ConfigError(f"task {name}: selection_metric {self.metric!r} must be a validation metric listed in "
-                              "its `metrics` (never a test metric)")
-        if select == "best" and self.metric is None:
-            raise ConfigError(f"train.select: best needs a validation split, and task {name} declares no "
-                              "selection_metric (its held-out split is what it reports): use train.select: last")
         self.mode = self.modes.get(self.metric) if self.metric else None
         self.best_value: float | None = None
         self.chosen: dict[str, float] = {}
@@ -777,6 +784,7 @@ __all__ = [
     "clear_checkpoint_request",
     "current_rank",
     "lr_factor",
+    "check_selection",
     "request_checkpoint",
     "resolve_task_class",
     "seed_everything",
