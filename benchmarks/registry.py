@@ -185,6 +185,26 @@ def _unknown_optimizer(name: str) -> ConfigError:
     )
 
 
+def _import_failure(name: str, exc: BaseException) -> str:
+    """The message for an ``optimizer.name`` of the form ``module:Class`` that does not import."""
+    module_name, _, attr = name.partition(":")
+    base = f"optimizer `{name}` at `optimizer.name` cannot be imported ({type(exc).__name__}: {exc})"
+    if isinstance(exc, AttributeError):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            return base
+        names = [n for n in dir(module) if not n.startswith("_") and inspect.isclass(getattr(module, n, None))]
+        same = [n for n in names if n.lower() == attr.lower()]
+        hint = f"; did you mean `{module_name}:{same[0]}`?" if same else did_you_mean(attr, names)
+        return f"{base}{hint}"
+    if isinstance(exc, ModuleNotFoundError):
+        return (f"{base}. A module outside this project must be importable by the Python that runs the suite: "
+                f"install it, or put the folder that holds it on PYTHONPATH (e.g. `PYTHONPATH=/path/to/code "
+                f"python -m benchmarks run ...`; with the local pool and SLURM the workers inherit it)")
+    return base
+
+
 @functools.lru_cache(maxsize=None)
 def lookup_optimizer(name: str) -> OptimizerEntry:
     """Resolve an ``optimizer.name`` to its class and defaults; unknown names raise ConfigError listing the
@@ -206,7 +226,7 @@ def lookup_optimizer(name: str) -> OptimizerEntry:
         try:
             cls = _import_target(name)
         except (ImportError, AttributeError, ValueError) as exc:
-            raise ConfigError(f"optimizer `{name}` at `optimizer.name` cannot be imported ({exc})") from None
+            raise ConfigError(_import_failure(name, exc)) from None
         if not (inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer)):
             raise ConfigError(f"optimizer `{name}` is {cls!r}, not a torch.optim.Optimizer subclass")
         return _entry_for_class(name, cls, "path")

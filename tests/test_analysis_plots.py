@@ -290,7 +290,7 @@ def test_cli_end_to_end_on_a_results_folder(tmp_path, capsys):
     assert sorted(t07["verdict"]) == ["missing", "missing", "not comparable", "not comparable"]
 
     capsys.readouterr()
-    assert call("compare", str(out), "--baseline", "adamp", "--resamples", "2000", "--figure-formats", "png") == 0
+    assert call("compare", str(out), "--baseline", "adamp", "--figure-formats", "png") == 0
     printed = capsys.readouterr().out
     assert "### Comparison with `adamp`" in printed and "| classification / digits / digits_cnn | sgdp |" in printed
     cmp_dir = out / "compare" / "vs-adamp"

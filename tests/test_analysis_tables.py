@@ -144,7 +144,7 @@ def test_t01_numbers_and_verdicts():
     assert sgdp["tolerance"] == pytest.approx(0.3) and sgdp["verdict"] == "reproduced"
     adam = cell(t, "ResNet18", "Adam")
     assert adam["n"] == 1 and math.isnan(adam["std"]) and adam["verdict"] == "reproduced"
-    assert "± n/a (n=1)" in t.layout.loc[t.layout["model"] == "ResNet18", "Adam"].item()[0]
+    assert "70.40 (n=1)" == t.layout.loc[t.layout["model"] == "ResNet18", "Adam"].item()[0]
     adamp = cell(t, "ResNet18", "AdamP")  # |70.3 - 70.81| > 0.3 and AdamP < Adam
     assert adamp["verdict"] == "not reproduced" and "sign" in adamp["note"]
     far = cell(t, "MobileNetV2", "SGD")
@@ -374,11 +374,12 @@ def test_summary_and_digits_tables():
     assert t is not None and t.name == "digits_demo"
     layout = t.layout.set_index("optimizer")
     assert layout.loc["adamp", "top1 (mean ± std)"] == ["97.10 ± 0.10"]
-    assert layout.loc["adam", "top1 (mean ± std)"] == ["96.50 ± n/a"] and layout.loc["adam", "outcome"] == [
+    assert layout.loc["adam", "top1 (mean ± std)"] == ["96.50"] and layout.loc["adam", "outcome"] == [
         "inconclusive"
     ]
     assert layout.loc["sgd", "seeds"] == ["2"] and layout.loc["sgd", "failed"] == ["1"]
-    assert layout.loc["sgd", "Δ vs AdamP (paired)"] == ["-1.05"] and layout.loc["sgd", "outcome"] == ["loss"]
+    # two matched seeds: no verdict (the bootstrap called this a loss)
+    assert layout.loc["sgd", "Δ vs AdamP (paired)"] == ["-1.05"] and layout.loc["sgd", "outcome"] == ["inconclusive"]
     assert layout.loc["adamp", "Δ vs AdamP (paired)"] == ["baseline"]
     assert tables.digits_table(frame.assign(**{"data.name": "other"})) is None
     summary = tables.summary_table(frame)
@@ -521,3 +522,11 @@ def test_latex_label_is_a_valid_reference_key():
     tex = tables.to_latex(tables.paper_table(t01_frame(), "t01"))
     # \_ inside \label/\ref breaks LaTeX ("Missing \endcsname inserted"); labels keep plain underscores
     assert r"\label{tab:t01_imagenet_classification}" in tex
+
+
+def test_integers_print_as_integers_and_one_seed_has_no_std():
+    assert tables._fmt(123.0) == "123" and tables._fmt(0.0) == "0" and tables._fmt(97.1) == "97.10"
+    assert tables._fmt(2.0, signed=True) == "+2.00"  # differences keep their decimals
+    assert tables._mean_std(97.1, float("nan"), 1) == "97.10"
+    assert tables._mean_std(97.1, 0.25, 3) == "97.10 ± 0.25"
+    assert tables._mean_std(450.0, 0.0, 3) == "450 ± 0"

@@ -136,3 +136,19 @@ def test_toy_weight_is_flagged_every_step_when_collected_before_the_update() -> 
         after.append(collect(model, optimizer)["si_fraction"])
     assert before == [1.0] * 20
     assert min(after) == 0.0  # the post-update pairing misses the toy weight
+
+
+def test_non_projecting_optimizers_project_nothing():
+    # SGD/Adam's diagnostics said "fraction projected 0.80": they project nothing; si_fraction is what AdamP
+    # would project, projected_fraction what the optimizer really does
+    from adamp import AdamP
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 6 * 6, 3))
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 3, (8,))
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    for cls, projects in ((torch.optim.SGD, False), (torch.optim.Adam, False), (AdamP, True)):
+        out = collect(model, cls(model.parameters(), lr=0.1))
+        assert out["si_fraction"] == pytest.approx(0.5)  # the conv weight (before BN) yes, the linear one no
+        assert out["projected_fraction"] == (pytest.approx(0.5) if projects else 0.0)

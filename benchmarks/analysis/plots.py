@@ -69,9 +69,10 @@ MAX_LEGEND_ENTRIES = 6
 
 #: diag metric -> axis label, in the order the panels are drawn
 DIAGNOSTIC_METRICS: dict[str, str] = {
-    "si_weight_norm": "norm of scale-invariant weights",
-    "effective_step_size": "effective step size",
-    "si_fraction": "fraction of tensors projected",
+    "si_weight_norm": "mean norm ||w|| of the scale-invariant weights",
+    "effective_step_size": "effective step size lr / ||w||² (scale-invariant weights)",
+    "projected_fraction": "fraction of ≥2-D tensors the optimizer projects",
+    "si_fraction": "fraction of ≥2-D tensors that pass AdamP's scale-invariance test",
 }
 
 

@@ -55,7 +55,7 @@ differ from the paper's setting in a way the table knows (t05: a front end other
 t06: a backbone other than ResNet50 or no pretrained weights). When a cell has both, the comparable runs are
 used and the others are counted in the note.
 
-Numbers: mean and sample standard deviation (ddof 1; "n/a" with one seed) over the finished runs (status
+Numbers: mean and sample standard deviation (ddof 1; the mean alone with one seed) over the finished runs (status
 "done") of the cell; diverged/failed runs are counted beside. The metric column of a cell is the first of
 :data:`METRIC_COLUMNS` the runs have; the tasks log percentages, as the paper does, so values are used as
 they are.
@@ -552,7 +552,16 @@ def _fmt(x: Any, digits: int = 2, signed: bool = False, large_as_g: bool = False
         return "n/a"
     if signed:
         return f"{v:+.{digits}f}"
+    if v.is_integer() and abs(v) < 1e15:
+        return str(int(v))  # counts (steps, files, seeds) and exact scores print as integers
     return f"{v:.{digits}g}" if large_as_g and abs(v) >= 1e4 else f"{v:.{digits}f}"
+
+
+def _mean_std(mean: Any, std: Any, n: Any, digits: int = 2) -> str:
+    """``mean ± std`` over seeds; the mean alone with one seed (a std of one value does not exist)."""
+    if not n or int(n) < 2 or not np.isfinite(float(std)):
+        return _fmt(mean, digits)
+    return f"{_fmt(mean, digits)} ± {_fmt(std, digits)}"
 
 
 def _metric_column(runs: pd.DataFrame, paper_metric: str) -> str | None:
@@ -803,7 +812,7 @@ def _paper_caption(spec: PaperTableSpec, metrics: Sequence[str]) -> str:
     tols = ", ".join(f"{m}: {ABS_TOL.get(m, 0.0):g}" for m in metrics)
     extra = f" {spec.note}" if spec.note else ""
     return (
-        f"Ours: mean ± sample std over seeds (n = finished seeds; std n/a with one seed). {PAPER_LABEL}: the "
+        f"Ours: mean ± sample std over seeds (n = finished seeds; the mean alone with one seed). {PAPER_LABEL}: the "
         f"paper's number. Δ paper = ours − paper; Δ baseline = ours − our baseline cell (paper's in brackets).{extra} "
         "Verdict: reproduced if |ours − paper| ≤ max(2·std, absolute tolerance) and the sign of Δ baseline "
         "matches the paper's (when our baseline cell has comparable runs); not comparable when the runs are "
@@ -831,8 +840,7 @@ def _layout(cells: pd.DataFrame, row_fields: list[str], digits: int = 2) -> pd.D
 def _cell_lines(cell: pd.Series, digits: int) -> list[str]:
     lines = []
     if cell["n"]:
-        std = _fmt(cell["std"], digits)
-        lines.append(f"{_fmt(cell['mean'], digits)} ± {std} (n={int(cell['n'])})")
+        lines.append(f"{_mean_std(cell['mean'], cell['std'], cell['n'], digits)} (n={int(cell['n'])})")
     else:
         lines.append("—")
     lines.append(
@@ -909,7 +917,7 @@ def summary_table(
     for (group, method), sub in cells.groupby(["group", "method"], sort=False):
         row: dict[str, Any] = {"task group": group, "optimizer": method}
         for _, c in sub.iterrows():
-            text = f"{_fmt(c['mean'], digits)} ± {_fmt(c['std'], digits)}" if c["n"] else "missing"
+            text = _mean_std(c["mean"], c["std"], c["n"], digits) if c["n"] else "missing"
             row[c["metric"]] = [text]
         n = int(sub["n"].max()) if len(sub) else 0
         row["seeds"] = [str(n)]
@@ -920,7 +928,7 @@ def summary_table(
         if col not in ("task group", "optimizer"):
             layout[col] = layout[col].map(lambda v: v if isinstance(v, list) else ["—"])
     caption = (
-        "Mean ± sample std over finished seeds (status done); std n/a with one seed; seeds = finished runs; "
+        "Mean ± sample std over finished seeds (status done); the mean alone with one seed; seeds = finished runs; "
         "failed = diverged or failed runs (not in the mean). No paper numbers exist for this table."
     )
     return Table(name=name, title=title, caption=caption, cells=cells, layout=layout)
@@ -956,7 +964,7 @@ def digits_table(results: pd.DataFrame, settings: compare.CompareSettings | None
             {
                 "task group": c["group"],
                 "optimizer": c["method"],
-                f"{metric} (mean ± std)": [f"{_fmt(c['mean'])} ± {_fmt(c['std'])}" if c["n"] else "missing"],
+                f"{metric} (mean ± std)": [_mean_std(c["mean"], c["std"], c["n"]) if c["n"] else "missing"],
                 "seeds": [str(int(c["n"]))],
                 "failed": [str(int(c["n_failed"]))],
                 f"Δ vs {base_label} (paired)": ["baseline"] if is_base else [_fmt(c.get("delta"), 2, True)],
@@ -968,7 +976,7 @@ def digits_table(results: pd.DataFrame, settings: compare.CompareSettings | None
         )
     caption = (
         f"Digits demo (scikit-learn's 8x8 digits; no paper numbers). {metric} ({mode}) mean ± sample std over "
-        f"finished seeds (std n/a with one seed). Δ vs {base_label}: mean paired difference over matched seeds "
+        f"finished seeds (the mean alone with one seed). Δ vs {base_label}: mean paired difference over matched seeds "
         "(method − baseline). " + settings.describe()
     )
     return Table(

@@ -29,12 +29,12 @@ from . import compare, paper
 #: per-step quantities the toy tasks log (history split "train")
 TRAJECTORY_METRICS: dict[str, tuple[str, ...]] = {
     "toy2d": ("w_x", "w_y", "w_norm", "angle_deg"),
-    "toy3d": ("psi", "phi", "r", "distance"),
+    "toy3d": ("psi", "phi", "r", "distance", "w1", "w2", "w3"),
 }
 #: the final metrics that give the last point of a trajectory
 _FINAL_POINT: dict[str, dict[str, str]] = {
     "toy2d": {"w_x": "w_x", "w_y": "w_y", "w_norm": "w_norm", "angle_deg": "angle_deg"},
-    "toy3d": {"psi": "psi", "phi": "phi", "r": "r", "distance": "distance"},
+    "toy3d": {"psi": "psi", "phi": "phi", "r": "r", "distance": "distance", "w1": "w1", "w2": "w2", "w3": "w3"},
 }
 #: optimizer keys that distinguish methods (everything else optimizer-related stays in the setting)
 _METHOD_KEYS = (
@@ -563,10 +563,11 @@ def draw_toy3d_space(traj: pd.DataFrame):
     """The 3-D toy's trajectories in weight space (w1, w2, w3), with the unit hemisphere as a wireframe."""
     import matplotlib
 
-    from benchmarks.tasks.toy import SPHERE_ANGLE_SCALE
-
     from .plots import STYLE
 
+    if not {"w1", "w2", "w3"} <= set(traj.columns) or traj[["w1", "w2", "w3"]].isna().all().all():
+        raise ValueError("the 3-D toy's history has no weight coordinates w1..w3 (runs from before they were "
+                         "logged): rerun `make reproduce-toy`")
     with matplotlib.rc_context(STYLE):
         fig = _figure(5.0, 4.6)
         ax = fig.add_subplot(projection="3d")
@@ -574,12 +575,10 @@ def draw_toy3d_space(traj: pd.DataFrame):
         ax.plot_wireframe(np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v), color="0.8", linewidth=0.4)
         for _, path in traj.groupby("run_id", sort=False):
             kind = path["method"].iloc[0]
-            t1 = np.tan(path["psi"].to_numpy(dtype=float) / SPHERE_ANGLE_SCALE)
-            t2 = np.tan(path["phi"].to_numpy(dtype=float) / SPHERE_ANGLE_SCALE)
-            scale = path["r"].to_numpy(dtype=float) / np.sqrt(t1**2 + t2**2 + 1.0)
             style = _kind_style(kind)
             style.pop("zorder")
-            ax.plot(t1 * scale, t2 * scale, scale, label=kind, **style)
+            ax.plot(path["w1"].to_numpy(dtype=float), path["w2"].to_numpy(dtype=float),
+                    path["w3"].to_numpy(dtype=float), label=kind, **style)
         ax.set_aspect("equal")  # the hemisphere must look round for the radial growth to read right
         ax.set_xlabel("w1")
         ax.set_ylabel("w2")

@@ -328,7 +328,9 @@ class Toy3D(_ToyTask):
             distance = toy.distance()
             r = toy.weight.norm()
             toy.record(distance < self.config["data"]["optimum_tol"])
-        return loss, {"psi": psi, "phi": phi, "r": r, "distance": distance}
+        w = toy.weight.detach().reshape(-1)
+        # the weight's coordinates too, so that analysis draws the paths without this module's geometry
+        return loss, {"psi": psi, "phi": phi, "r": r, "distance": distance, "w1": w[0], "w2": w[1], "w3": w[2]}
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         toy: SphereRosenbrockToy = getattr(model, "module", model)
@@ -343,6 +345,7 @@ class Toy3D(_ToyTask):
             "max_r_step": tracked["max_norm_step"],
             "psi": psi,
             "phi": phi,
+            **{f"w{i + 1}": float(v) for i, v in enumerate(toy.weight.detach().reshape(-1).tolist())},
             "steps_to_converge": tracked["steps_to_converge"],
             "steps_to_reach": tracked["steps_to_reach"],
         }

@@ -8,6 +8,9 @@ values go into history.jsonl with split ``"diag"``:
   function actually sees: a step ``dw`` turns ``w`` by about ``||dw|| / ||w||`` while the gradient scales
   with ``1 / ||w||``);
 * ``si_fraction``: fraction of the trained tensors with ``ndim >= 2`` that look scale-invariant;
+* ``projected_fraction``: fraction of those tensors the optimizer really projects: ``si_fraction`` for a
+  projecting optimizer (AdamP/SGDP: its param groups carry ``delta``), 0 for any other (SGD, Adam, ... never
+  project: their ``si_fraction`` of e.g. 0.80 says what AdamP *would* project, not what they do);
 * ``si_count`` and ``tensors_2d``: the counts behind that fraction.
 
 "Looks scale-invariant" is exactly AdamP/SGDP's own test (:func:`adamp.scale_invariant`: channel view, then
@@ -58,6 +61,7 @@ def collect(model: nn.Module, optimizer: Any) -> dict[str, float]:
     groups = _group_of(optimizer)
     rows: list[torch.Tensor] = []
     lrs: list[float] = []
+    projects: list[bool] = []
     seen: set[int] = set()
     for p in model.parameters():
         if p.ndim < 2 or id(p) in seen or id(p) not in groups:
@@ -75,9 +79,10 @@ def collect(model: nn.Module, optimizer: Any) -> dict[str, float]:
             flag = test(w, p.grad.detach().float(), delta=delta, eps=eps)
         rows.append(torch.stack((flag.reshape(()).float(), w.pow(2).sum())))
         lrs.append(float(group["lr"]))
+        projects.append(projecting)
     if not rows:
         return {"si_weight_norm": math.nan, "effective_step_size": math.nan, "si_fraction": math.nan,
-                "si_count": 0.0, "tensors_2d": 0.0}
+                "projected_fraction": math.nan, "si_count": 0.0, "tensors_2d": 0.0}
     # One device->host copy for everything (tensors may live on several devices under model parallelism).
     values = torch.stack([r.to(rows[0].device) for r in rows]).tolist()
     flagged = [(lr, norm_sq) for (flag, norm_sq), lr in zip(values, lrs) if flag > 0.5]
@@ -91,6 +96,7 @@ def collect(model: nn.Module, optimizer: Any) -> dict[str, float]:
         "si_weight_norm": float(si_norm),
         "effective_step_size": float(step),
         "si_fraction": count / len(values),
+        "projected_fraction": sum(1 for (flag, _), pr in zip(values, projects) if flag > 0.5 and pr) / len(values),
         "si_count": float(count),
         "tensors_2d": float(len(values)),
     }

@@ -106,3 +106,14 @@ def test_list_optimizers():
     names = {r["name"] for r in rows}
     assert {"sgd", "sgdp", "adam", "adamw", "adamp", "RMSprop", "NAdam", "timm:adamp", "timm:lamb"} <= names
     assert {r["kind"] for r in rows} == {"registry", "torch.optim", "timm"}
+
+
+@pytest.mark.parametrize("name, hint", [
+    ("torch.optim:Nadam", "did you mean `torch.optim:NAdam`?"),
+    ("torch.optim:AdamWW", "did you mean `AdamW`?"),
+    ("myopts_not_here.signum:Signum", "PYTHONPATH"),
+])
+def test_import_errors_suggest_the_spelling_and_say_how_to_make_a_module_importable(name, hint):
+    with pytest.raises(ConfigError) as info:
+        lookup_optimizer(name)
+    assert hint in str(info.value)
