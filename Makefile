@@ -13,7 +13,7 @@ SLURM_FLAGS := $(if $(PARTITION),--partition $(PARTITION),) $(if $(ACCOUNT),--ac
 RUN := $(PYTHON) -m benchmarks run --executor $(EXECUTOR) $(SLURM_FLAGS)
 export BENCHMARKS_NO_PROGRESS ?= 0
 
-.PHONY: setup demo test parity-report check-data test-fast bench-step step-ops triton-check bench-engine tables plots report compare \
+.PHONY: setup demo test compare-mine parity-report check-data test-fast bench-step step-ops triton-check bench-engine tables plots report compare \
         reproduce-toy reproduce-imagenet reproduce-retrieval reproduce-lm reproduce-audio reproduce-all \
         slurm-up slurm-down clean
 
@@ -79,6 +79,13 @@ report: setup
 
 compare: setup
 	$(PYTHON) -m benchmarks compare $(OUT)/$(or $(SWEEP),digits) --baseline $(or $(BASELINE),adamp)
+
+## A new optimizer on every CPU demo beside the suite's, compared: make compare-mine OPT=pkg.module:Class KW='lr: 1e-3'
+## (a module outside this project must be importable: PYTHONPATH=/path/to/code make compare-mine ...)
+compare-mine: setup
+	@test -n "$(OPT)" || { echo "error: set OPT=pkg.module:Class (and KW='lr: ...')" >&2; exit 2; }
+	$(PYTHON) -m benchmarks compare-mine "$(OPT)" $(if $(KW),--kw "$(KW)",) --out $(OUT)/mine \
+	  $(if $(SEEDS),--seeds $(SEEDS),) $(if $(ONLY),--only $(ONLY),)
 
 reproduce-toy: setup
 	$(RUN) configs/toy/toy2d.yaml --out $(OUT)/toy2d

@@ -458,3 +458,19 @@ def test_cli_margins(items, expected):
 def test_cli_bad_margins_are_refused(items):
     with pytest.raises(ValueError, match="--margin"):
         commands._margins(items)
+
+
+def test_methods_restrict_the_comparison_and_the_holm_family():
+    # a borderline loss of the new optimizer (p = 0.039 alone) beside a clear loss of SGD: judged with the
+    # suite, Holm doubles the smaller p first and the new one stays a loss only when it is asked about alone
+    rows = []
+    for s in range(4):
+        rows += [run("adamp", s, 50.0 + s), run("sgd", s, 40.0 + s + 0.1 * (s % 2)),
+                 run("sgdp", s, 50.0 + s - [1.0, 0.2, 0.5, 0.9][s]),
+                 run("mine.mod:Opt", s, 50.0 + s - [1.0, 0.2, 0.5, 0.9][s])]
+    everything = compare.paired_comparison(pd.DataFrame(rows)).set_index("method")
+    assert everything.loc["mine.mod:Opt", "outcome"] == "inconclusive"
+    only = compare.paired_comparison(pd.DataFrame(rows), compare.CompareSettings(methods=("mine.mod:Opt",)))
+    assert only["method"].tolist() == ["mine.mod:Opt"] and only.iloc[0]["outcome"] == "loss"
+    with pytest.raises(KeyError, match="no runs with optimizer"):
+        compare.paired_comparison(pd.DataFrame(rows), compare.CompareSettings(methods=("lion",)))

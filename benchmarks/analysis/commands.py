@@ -96,6 +96,11 @@ def _compare_options(p: argparse.ArgumentParser, default_baseline: str = "adamp"
         "for one task (repeatable), VALUE alone for every task (default: none, so nothing is called a tie)",
     )
     p.add_argument(
+        "--methods", default=None, metavar="NAME,NAME",
+        help="compare only these optimizers with the baseline (the multiple-comparison family is then only "
+        "their cells; default: every optimizer in the results)",
+    )
+    p.add_argument(
         "--min-seeds", type=int, default=compare.stats.MIN_PAIRS,
         help="fewest matched seeds for a verdict (default: %(default)s)",
     )
@@ -229,6 +234,7 @@ def _settings(args: argparse.Namespace) -> compare.CompareSettings:
         confidence=confidence,
         margins=_margins(getattr(args, "margin", [])),
         min_pairs=min_seeds,
+        methods=tuple(m.strip() for m in str(getattr(args, "methods", None) or "").split(",") if m.strip()),
     )
 
 

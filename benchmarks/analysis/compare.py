@@ -357,6 +357,9 @@ class CompareSettings:
     confidence: float = 0.95
     margins: Mapping[str, float] = field(default_factory=dict)
     min_pairs: int = stats.MIN_PAIRS
+    #: compare only these optimizers with the baseline (empty: every other optimizer); the multiple-comparison
+    #: family is then only their cells, so asking about one new optimizer does not pay for the suite's
+    methods: tuple[str, ...] = ()
 
     @property
     def alpha(self) -> float:
@@ -404,6 +407,11 @@ def paired_comparison(results: pd.DataFrame, settings: CompareSettings | None = 
     frame["_is_base"] = optimizer_mask(frame, settings.baseline)
     frame["_group"] = group_labels(frame)
     frame["_method"] = method_labels(frame, frame["_group"])
+    if settings.methods:
+        chosen = np.zeros(len(frame), dtype=bool)
+        for name in settings.methods:
+            chosen |= optimizer_mask(frame, name).to_numpy()
+        frame = frame[chosen | frame["_is_base"].to_numpy()]
     rows: list[dict[str, Any]] = []
     tests: list[stats.PairedTest] = []
     for group, sub in frame.groupby("_group", sort=True):
