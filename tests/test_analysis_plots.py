@@ -345,3 +345,9 @@ def test_report_module_loads_through_the_store(tmp_path):
     assert set(compare.method_labels(results)) == {"sgd", "sgdp", "adamp", "adamw"}
     with pytest.raises(FileNotFoundError, match="does not exist"):
         report.load(tmp_path / "missing")
+
+
+def test_curves_of_different_optimizers_differ_in_line_style():
+    # two optimizers with identical curves were drawn both solid: the one on top hid the other
+    styles = plots._linestyles(["adamp", "sgd", "sgdp", "adamp[lr=0.1]"])
+    assert styles["adamp"] != styles["sgd"] != styles["sgdp"] and styles["adamp"] != styles["adamp[lr=0.1]"]

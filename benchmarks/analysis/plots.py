@@ -127,14 +127,10 @@ def optimizer_color(method: str) -> str:
 
 
 def _linestyles(methods: Sequence[str]) -> dict[str, str]:
-    """Variants of one optimizer (``adamp[lr=0.1]``, ``adamp[lr=0.01]``) share a colour, differ in style."""
-    seen: dict[str, int] = {}
-    out = {}
-    for m in methods:
-        base = str(m).split("[", 1)[0]
-        out[m] = _LINESTYLES[seen.get(base, 0) % len(_LINESTYLES)]
-        seen[base] = seen.get(base, 0) + 1
-    return out
+    """A line style per method, cycling in order, so that curves that lie on top of each other (identical
+    runs, or two optimizers that behave alike) stay distinguishable; variants of one optimizer
+    (``adamp[lr=0.1]``, ``adamp[lr=0.01]``) share its colour and differ in style."""
+    return {m: _LINESTYLES[i % len(_LINESTYLES)] for i, m in enumerate(methods)}
 
 
 def safe_name(text: str) -> str:
