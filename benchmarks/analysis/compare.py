@@ -53,6 +53,8 @@ PRIMARY_METRICS: dict[str, tuple[str, str]] = {
     "retrieval": ("recall_at_1", "max"),
     "language_model": ("test_ppl", "min"),
     "audio": ("val_score", "max"),
+    "rebias": ("unbiased_acc", "max"),
+    "adversarial": ("attacked_acc", "max"),
 }
 
 #: ``train.*`` keys that do not change what a run computes; ignored when grouping runs into tasks
