@@ -25,8 +25,8 @@ Method (``model.method``), following clovaai/rebias ``trainer.py``:
   own optimizer of the same kind and settings; here both losses go into one backward pass, each network's term
   seeing the other's features detached, and one optimizer (of the configured kind) steps both networks, which
   for per-parameter optimizers (SGD, Adam, AdamP, ...) is the simultaneous version of that alternation.
-  Kernel width ``model.sigma``: a number (Biased-MNIST official: 1) or ``median`` (the median pairwise
-  feature distance; official on ImageNet, recomputed per epoch over a quarter of the data; here per batch, ours).
+  Kernel width ``model.sigma`` (Biased-MNIST official: 1), or with ``model.sigma_median: true`` the median pairwise
+  feature distance (official on ImageNet, recomputed per epoch over a quarter of the data; here per batch, ours).
 
 9-Class ImageNet metrics: ``biased_acc`` (plain accuracy on the 9-class val images) and ``imagenet_a_acc``. The
 paper's cluster-based unbiased accuracy needs ReBias's texture-cluster files and is NOT computed here.
@@ -128,7 +128,8 @@ class ReBias(Task):
             "g_kernel": 1,  # Biased-MNIST: kernel size of the biased network (official 1)
             "lambda_f": 1.0,  # weight of HSIC in f's loss (official 1)
             "lambda_g": 1.0,  # weight of -HSIC in g's loss (official 1)
-            "sigma": 1.0,  # RBF kernel width: a number or "median"
+            "sigma": 1.0,  # RBF kernel width (official Biased-MNIST: 1)
+            "sigma_median": False,  # true: the median pairwise feature distance instead (official on ImageNet)
         },
         "train": {"eval_batch_size": None},
     }
@@ -155,9 +156,8 @@ class ReBias(Task):
             raise ConfigError(f"data.n_confusing must be in 1..9, got {data['n_confusing']}")
         if not 0.0 < float(data["test_size"]) < 1.0:
             raise ConfigError(f"data.test_size must be in (0, 1), got {data['test_size']}")
-        sigma = model["sigma"]
-        if sigma != "median" and not (isinstance(sigma, (int, float)) and float(sigma) > 0):
-            raise ConfigError(f"model.sigma must be a positive number or 'median', got {sigma!r}")
+        if not float(model["sigma"]) > 0:
+            raise ConfigError(f"model.sigma must be a positive number, got {model['sigma']!r}")
         for key in ("f_kernel", "g_kernel"):
             if int(model[key]) < 1 or int(model[key]) % 2 == 0:
                 raise ConfigError(f"model.{key} must be an odd positive kernel size, got {model[key]}")
@@ -312,8 +312,9 @@ class ReBias(Task):
         model_cfg = self.config["model"]
         f_out = model.f.features(x)
         g_out = model.g.features(x) if model.g is not None else None
+        sigma = "median" if model_cfg["sigma_median"] else float(model_cfg["sigma"])
         loss, parts = rebias_losses(f_out, g_out, targets, float(model_cfg["lambda_f"]),
-                                    float(model_cfg["lambda_g"]), model_cfg["sigma"])
+                                    float(model_cfg["lambda_g"]), sigma)
         parts["train_acc"] = (f_out[0].detach().argmax(1) == targets).float().mean() * 100.0
         return loss, parts
 
