@@ -11,7 +11,7 @@ A run's config may carry a free-form ``tags`` section (flattened to ``tags.<key>
 tables the keys are:
 
 =============  ==========================================================================================
-``table``      the paper table: ``t01``, ``t02``, ``t05``, ``t06``, ``t07`` (also ``1``, ``table1``,
+``table``      the paper table: ``t01``, ``t02``, ``t04a``/``t04b``/``t04c``, ``t05``, ``t06``, ``t07`` (also ``1``, ``table1``,
                ``t01_imagenet_classification``; several as a list or comma-separated)
 ``model``      t01 / t07 rows: ``ResNet18``, ``ResNet50 + CutMix``, ``Transformer-XL + WN``, ...
 ``optimizer``  the column (t01, t05, t07) or row (t02, t06): ``SGD``, ``SGDP``, ``Adam``, ``AdamW``, ``AdamP``
@@ -20,6 +20,8 @@ tables the keys are:
 ``dataset``    t06 columns (``CUB-200-2011``, ``Cars-196``, ``In-Shop``, ``SOP``) and, for every table, the
                data set the run really used when ``data.name`` does not say it (``imagefolder``)
 ``loss``       t06 rows: ``Triplet (semi-hard)`` / ``ProxyAnchor``
+``attack``     t04a rows: ``PGD-10 l_inf eps=4/255`` / ``PGD-10 l_2 eps=80/255`` (derived from ``train.attack_norm``,
+               ``train.attack_steps`` and ``train.eps`` when not tagged); t04b rows: ``data.rho`` (as a number)
 ``reduced``    true for a shortened or otherwise changed setting (the cell is then "not comparable")
 =============  ==========================================================================================
 
