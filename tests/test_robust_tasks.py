@@ -243,3 +243,30 @@ def test_table4_layouts_put_our_numbers_beside_the_papers():
     assert ia["mean"] == 33.0 and ia["verdict"] in ("reproduced", "not reproduced")
     un = t4c.cells[(t4c.cells["metric"] == "unbiased acc (%)") & (t4c.cells["column"] == "AdamP")].iloc[0]
     assert un["verdict"] == "missing"
+
+
+def test_rebias_on_a_9_class_imagenet_folder(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    # two of the 42 wnids (dog -> 0, insect -> 8) and one ImageNet class outside the subset (ignored)
+    for split, count in (("train", 6), ("val", 2)):
+        for wnid in ("n02085620", "n02219486", "n04592741"):
+            folder = tmp_path / "imagenet" / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(folder / f"{i}.JPEG")
+    (tmp_path / "imagenet_a" / "n02085620").mkdir(parents=True)
+    Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(tmp_path / "imagenet_a" / "n02085620" / "a.jpg")
+    config = resolve_config({
+        "task": "rebias",
+        "data": {"name": "imagenet9", "root": str(tmp_path / "imagenet"), "imagenet_a_root": str(tmp_path / "imagenet_a"),
+                 "image_size": 16, "val_resize": 16},
+        "model": {"method": "rebias", "sigma_median": True}, "optimizer": {"name": "adam", "lr": 1e-3},
+        "train": {"epochs": 1, "max_steps": 2, "batch_size": 4, "device": "cpu", "num_threads": 1},
+    })
+    ReBias.check_data(config)
+    task = ReBias(config, RunContext(run_dir=tmp_path, device=torch.device("cpu"), seed=0))
+    assert sorted(set(task._imagenet["train_loader"].dataset.targets)) == [0, 8]  # n04592741 ignored
+    metrics = _run(config, tmp_path / "out")["metrics"]
+    assert set(metrics) >= {"biased_acc", "imagenet_a_acc"} and "unbiased_acc" not in metrics

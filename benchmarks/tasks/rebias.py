@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.config.errors import ConfigError
+from benchmarks.data.imagefolder import ImageFolderSplit
 
 from .base import RunContext, Task
 
@@ -223,19 +224,28 @@ class ReBias(Task):
                 out[key] = resized.round().clamp(0, 255).to(torch.uint8)
         return out
 
+    def _loader_kwargs(self) -> dict[str, Any]:
+        workers = int(self.config["train"].get("num_workers") or 0)
+        return dict(num_workers=workers, pin_memory=self.ctx.device.type == "cuda", persistent_workers=workers > 0)
+
     @cached_property
-    def _imagenet(self) -> Any:
-        from benchmarks.data.imagefolder import build_imagefolder
+    def _imagenet(self) -> dict[str, Any]:
+        """Loaders of the 9-Class ImageNet train and val images (only the 42 classes are scanned)."""
+        from torch.utils.data import DataLoader
+
+        from benchmarks.data.imagefolder import SeededSampler, TrainCollate, check_layout, eval_transform, train_transform
 
         data = self.config["data"]
         size = int(data["image_size"] or 224)
-        source = build_imagefolder(
-            data["root"], image_size=size, val_resize=int(data["val_resize"]), augment="imagenet",
-            batch_size=self.batch_size, eval_batch_size=self.eval_batch_size,
-            num_workers=int(self.config["train"].get("num_workers") or 0),
-            pin_memory=self.ctx.device.type == "cuda", seed=self.ctx.seed,
-        )
-        return source
+        folders = check_layout(data["root"])
+        train = NineClassFolder(folders["train"], train_transform(size, "imagenet"))
+        val = NineClassFolder(folders["val"], eval_transform(size, int(data["val_resize"])))
+        sampler = SeededSampler(len(train), self.ctx.seed)
+        train_loader = DataLoader(train, batch_size=self.batch_size, sampler=sampler,
+                                  drop_last=len(train) >= self.batch_size, collate_fn=TrainCollate(9),
+                                  **self._loader_kwargs())
+        val_loader = DataLoader(val, batch_size=self.eval_batch_size, shuffle=False, **self._loader_kwargs())
+        return {"sampler": sampler, "train_loader": train_loader, "val_loader": val_loader}
 
     def _inputs(self, images: torch.Tensor) -> torch.Tensor:
         images = images.to(self.ctx.device, non_blocking=True)
@@ -264,15 +274,14 @@ class ReBias(Task):
 
     def steps_per_epoch(self) -> int | None:
         if self.is_imagenet:
-            return len(self._imagenet.train_loader)
+            return len(self._imagenet["train_loader"])
         n = int(self._mnist["train"].shape[0])
         return max(1, n // self.batch_size)
 
     def train_batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self.is_imagenet:
-            self._imagenet.sampler.set_epoch(epoch)
-            for images, labels in self._imagenet.train_loader:
-                yield images, labels
+            self._imagenet["sampler"].set_epoch(epoch)
+            yield from self._imagenet["train_loader"]
             return
         images, labels = self._mnist["train"], self._mnist["train_labels"]
         order = torch.randperm(images.shape[0], generator=epoch_generator(self.ctx.seed, epoch))
@@ -284,31 +293,11 @@ class ReBias(Task):
 
     def to_device(self, batch: Any) -> Any:
         images, labels = batch
-        if self.is_imagenet:
-            labels = self._imagenet9_targets(labels)
         return images.to(self.ctx.device, non_blocking=True), labels.to(self.ctx.device, non_blocking=True)
-
-    @cached_property
-    def _imagenet9_lookup(self) -> torch.Tensor:
-        """ImageFolder class index (sorted wnids of train/) -> 9-class label, -1 for the other classes."""
-        classes = self._imagenet.classes
-        lookup = torch.full((len(classes),), -1, dtype=torch.long)
-        for i, wnid in enumerate(classes):
-            lookup[i] = IMAGENET9_CLASSES.get(wnid, -1)
-        if int((lookup >= 0).sum()) == 0:
-            raise ConfigError(f"data.root: {self.config['data']['root']}/train holds none of the 42 ImageNet classes "
-                              "of 9-Class ImageNet (wnid folders such as n02085620)")
-        return lookup
-
-    def _imagenet9_targets(self, labels: torch.Tensor) -> torch.Tensor:
-        return self._imagenet9_lookup[labels]
 
     def loss(self, model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]:
         images, targets = batch
         x = self._inputs(images)
-        if self.is_imagenet:  # classes outside the 9 groups are skipped
-            keep = targets >= 0
-            x, targets = x[keep], targets[keep]
         model_cfg = self.config["model"]
         f_out = model.f.features(x)
         g_out = model.g.features(x) if model.g is not None else None
@@ -339,32 +328,43 @@ class ReBias(Task):
             "biased_acc": self._accuracy(model, d["test_biased"], d["test_labels"]),
         }
 
-    def _loader_accuracy(self, model: torch.nn.Module, loader: Any, lookup: torch.Tensor) -> float:
+    def _loader_accuracy(self, model: torch.nn.Module, loader: Any) -> float:
         correct = total = 0
         for images, labels in loader:
-            targets = lookup[labels]
-            keep = targets >= 0
-            if not bool(keep.any()):
-                continue
-            x = self._inputs(images[keep])
-            correct += int((model(x).argmax(1).cpu() == targets[keep]).sum())
-            total += int(keep.sum())
-        if total == 0:
-            raise RuntimeError("no 9-Class ImageNet images in the evaluation folder")
-        return 100.0 * correct / total
+            correct += int((model(self._inputs(images)).argmax(1).cpu() == labels).sum())
+            total += int(labels.shape[0])
+        return 100.0 * correct / max(1, total)
 
     def _evaluate_imagenet(self, model: torch.nn.Module) -> dict[str, float]:
-        metrics = {"biased_acc": self._loader_accuracy(model, self._imagenet.val_loader, self._imagenet9_lookup)}
+        metrics = {"biased_acc": self._loader_accuracy(model, self._imagenet["val_loader"])}
         root = self.config["data"]["imagenet_a_root"]
         if root is not None:
-            from torchvision.datasets import ImageFolder
+            from torch.utils.data import DataLoader
 
             from benchmarks.data.imagefolder import eval_transform
 
-            size = int(self.config["data"]["image_size"] or 224)
-            folder = ImageFolder(str(Path(root).expanduser()), transform=eval_transform(size, int(self.config["data"]["val_resize"])))
-            lookup = torch.tensor([IMAGENET9_CLASSES.get(c, -1) for c in folder.classes], dtype=torch.long)
-            loader = torch.utils.data.DataLoader(folder, batch_size=self.eval_batch_size,
-                                                 num_workers=int(self.config["train"].get("num_workers") or 0))
-            metrics["imagenet_a_acc"] = self._loader_accuracy(model, loader, lookup)
+            data = self.config["data"]
+            folder = NineClassFolder(Path(root).expanduser(),
+                                     eval_transform(int(data["image_size"] or 224), int(data["val_resize"])))
+            loader = DataLoader(folder, batch_size=self.eval_batch_size, shuffle=False, **self._loader_kwargs())
+            metrics["imagenet_a_acc"] = self._loader_accuracy(model, loader)
         return metrics
+
+
+class NineClassFolder(ImageFolderSplit):
+    """An ImageFolder split (ImageNet or ImageNet-A) restricted to the 42 wnids of 9-Class ImageNet, labelled 0-8;
+    every other class folder is ignored. Reuses the seeded transforms of ``benchmarks.data.imagefolder``."""
+
+    def __init__(self, root: Path, transform: Any):
+        super().__init__(Path(root), None, transform)
+
+    def find_classes(self, directory: str | Any) -> tuple[list[str], dict[str, int]]:
+        import os
+
+        present = sorted(e.name for e in os.scandir(directory) if e.is_dir() and e.name in IMAGENET9_CLASSES)
+        if not present:
+            raise ConfigError(
+                f"data.root: {directory} holds none of the 42 ImageNet classes of 9-Class ImageNet (wnid folders "
+                f"such as n02085620; see benchmarks/tasks/rebias.py IMAGENET9_CLASSES)"
+            )
+        return present, {w: IMAGENET9_CLASSES[w] for w in present}
