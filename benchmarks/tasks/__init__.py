@@ -15,6 +15,8 @@ TASKS: dict[str, str] = {
     "retrieval": "benchmarks.tasks.retrieval:Retrieval",
     "language_model": "benchmarks.tasks.language_model:LanguageModel",
     "audio": "benchmarks.tasks.audio:Audio",
+    "rebias": "benchmarks.tasks.rebias:ReBias",
+    "adversarial": "benchmarks.tasks.adversarial:Adversarial",
 }
 
 
