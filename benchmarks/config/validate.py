@@ -131,6 +131,10 @@ def _check_train(train: dict[str, Any]) -> None:
             continue
         if value < low or (not inclusive and value == low):
             raise ConfigError(f"`train.{key}` must be {'>=' if inclusive else '>'} {low}, got {value!r}")
+    seed = train.get("seed")
+    if isinstance(seed, int) and not 0 <= seed < 2**63:
+        raise ConfigError(f"`train.seed` must be an integer in [0, 2**63 - 1] (what torch.manual_seed and numpy "
+                          f"accept for every task), got {seed}")
     device = train.get("device")
     if not isinstance(device, str) or not _DEVICE.match(device):
         raise ConfigError(f"`train.device` must be auto, cpu, cuda or cuda:N; got {device!r}")
@@ -336,8 +340,17 @@ def recipe_warnings(resolved: Mapping[str, Any], raw_optimizer: Mapping[str, Any
 
 
 def hashed_view(resolved: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a resolved config that identifies the run (without slurm/name/tags)."""
-    return {k: v for k, v in resolved.items() if k not in NOT_HASHED_KEYS}
+    """The part of a resolved config that identifies the run (without slurm/name/tags).
+
+    ``data.root`` says where a data set is, not which one (that is ``data.name`` and the other data keys), so
+    it is hashed as null: moving a data set to another mount keeps every result's run id. Hashing it as null
+    rather than dropping it keeps the ids of configs whose root was null (toys, digits, synthetic corpora).
+    """
+    view = {k: v for k, v in resolved.items() if k not in NOT_HASHED_KEYS}
+    data = view.get("data")
+    if isinstance(data, dict) and data.get("root") is not None:
+        view["data"] = {**data, "root": None}
+    return view
 
 
 __all__ = [

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks.config.errors import ConfigError
-from benchmarks.models.vision import MODEL_DEFAULTS, SMALL_MODELS, build_model
+from benchmarks.config.errors import ConfigError, did_you_mean
+from benchmarks.models.vision import (MODEL_DEFAULTS, SMALL_MODELS, build_model, check_model_config,
+                                      check_weights_file)
 
 from .base import RunContext, Task
 
@@ -86,11 +87,16 @@ class Classification(Task):
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any]) -> None:
-        """Static checks of a resolved config that need no data on disk (``data.root`` is checked at run time,
-        so that paper configs validate before ``--set data.root=...``). Raises ``ConfigError``."""
+        """Static checks of a resolved config that need no data on disk (``data.root`` is checked by
+        :meth:`check_data`). Raises ``ConfigError``."""
         data = config["data"]
         if data["name"] not in DATASETS:
-            raise ConfigError(f"data.name: {data['name']!r} is not a classification data set; valid: {DATASETS}")
+            raise ConfigError(f"data.name: {data['name']!r} is not a classification data set; valid: "
+                              f"{', '.join(DATASETS)}{did_you_mean(str(data['name']), DATASETS)}")
+        if data["name"] == "digits" and not 0.0 < float(data["val_size"]) < 1.0:
+            raise ConfigError(f"data.val_size must be in (0, 1) (the fraction of the digits held out), "
+                              f"got {data['val_size']}")
+        check_model_config(config["model"])
         cutmix = data.get("cutmix") or {}
         alpha, prob = float(cutmix.get("alpha", 1.0)), float(cutmix.get("prob", 0.0))
         if not 0.0 <= prob <= 1.0 or alpha <= 0:
@@ -108,6 +114,15 @@ class Classification(Task):
             raise ConfigError(f"data.val_resize ({data['val_resize']}) must be >= data.image_size ({data['image_size']})")
         if not 0.0 <= float(data["label_smoothing"]) < 1.0:
             raise ConfigError(f"data.label_smoothing must be in [0, 1), got {data['label_smoothing']}")
+
+    @classmethod
+    def check_data(cls, config: Mapping[str, Any]) -> None:
+        """imagefolder: ``data.root`` holds ``train/`` and ``val/``; a ``model.pretrained_path`` file exists."""
+        if config["data"]["name"] == "imagefolder":
+            from benchmarks.data.imagefolder import check_layout
+
+            check_layout(config["data"]["root"])
+        check_weights_file(config["model"].get("pretrained_path"))
 
     def __init__(self, config: Mapping[str, Any], ctx: RunContext):
         super().__init__(config, ctx)
