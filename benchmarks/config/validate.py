@@ -272,11 +272,24 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return resolved
 
 
+#: what a task's ``smoke`` settings may never set: --smoke runs on the configured data set
+SMOKE_FORBIDDEN = ("data", "data.name", "data.root")
+
+
 def apply_smoke(config: dict[str, Any]) -> dict[str, Any]:
-    """Apply the task's ``smoke`` overrides (dotted keys) to a run config, for ``--smoke`` runs."""
+    """Apply the task's ``smoke`` overrides (dotted keys) to a run config, for ``--smoke`` runs.
+
+    Smoke settings only shrink a run (steps, evaluation size, batch, model size); one that swaps the data set
+    would make a smoke run pass on data the real run never sees, so it is refused.
+    """
     cls = task_class(config.get("task"))
     out = copy_tree(config)
-    for key, value in (getattr(cls, "smoke", {}) or {}).items():
+    smoke = getattr(cls, "smoke", {}) or {}
+    for key in smoke:
+        if key in SMOKE_FORBIDDEN:
+            raise ConfigError(f"{cls.__name__}.smoke sets `{key}`: --smoke must run on the configured data set "
+                              f"(shrink steps, evaluation size or batch instead)")
+    for key, value in smoke.items():
         set_dotted(out, key, copy_tree(value), source=f"{cls.__name__}.smoke")
     return out
 

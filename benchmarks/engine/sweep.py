@@ -27,7 +27,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from benchmarks import store
 from benchmarks.config.compose import check_tags
 from benchmarks.config.errors import ConfigError
-from benchmarks.config.grid import count_points, describe_point, iter_expand
+from benchmarks.config.grid import copy_tree, count_points, describe_point, iter_expand
 from benchmarks.config.loader import AXIS_SECTIONS, load_config, parse_override, set_dotted
 from benchmarks.config.validate import apply_smoke, recipe_warnings, resolve_config, task_class
 
@@ -147,7 +147,12 @@ def resolve_file(path: str | os.PathLike, overrides: Sequence[str] = (), smoke: 
     checked_classes: set[type] = set()
     for run, point in itertools.chain([first] if first is not None else [], expanded):
         try:
+            configured = None
             if smoke:
+                # the data and weights to check are the configured ones, whatever the smoke settings shrink
+                configured = copy_tree(run)
+                for key, value in per_run:
+                    set_dotted(configured, key, json.loads(json.dumps(value)), source=f"--set {key}")
                 run = apply_smoke(run)
             for key, value in per_run:
                 set_dotted(run, key, json.loads(json.dumps(value)), source=f"--set {key}")
@@ -157,9 +162,12 @@ def resolve_file(path: str | os.PathLike, overrides: Sequence[str] = (), smoke: 
             checked_classes.add(cls)
             cls.check_config(resolved)
             if check_data:
-                key = _data_key(resolved)
+                target = resolved if configured is None else resolve_config(configured)
+                key = _data_key(target)
                 if key not in data_checked:
                     cls.check_data(resolved)
+                    if target is not resolved:
+                        cls.check_data(target)
                     data_checked.add(key)
             raw_opt = run.get("optimizer") or {}
             key = repr(sorted(raw_opt.items(), key=lambda item: repr(item[0]))) if isinstance(raw_opt, dict) \

@@ -73,11 +73,9 @@ class Classification(Task):
             "eval_batch_size": None,  # null: train.batch_size
         },
     }
+    #: shrink only: the configured data set and model (a stratified 2 % of the validation split, >= 1 per class)
     smoke: ClassVar[Mapping[str, Any]] = {
-        "data.name": "digits",
-        "data.root": None,
-        "data.augment": None,
-        "data.val_fraction": 0.25,
+        "data.val_fraction": 0.02,
         "train.epochs": 1,
         "train.max_steps": 2,
         "train.batch_size": 16,

@@ -131,11 +131,9 @@ class LanguageModel(Task):
             "eval_batch_size": 10,  # global number of evaluation streams
         },
     }
+    #: shrink only: the configured corpus (its first tokens) with a tiny model
     smoke: ClassVar[Mapping[str, Any]] = {
-        "data.name": "synthetic",
-        "data.root": None,
-        "data.synthetic_vocab": 100,
-        "data.synthetic_train_tokens": 20_000,
+        "data.max_train_tokens": 20_000,
         "data.max_eval_tokens": 2_000,
         "model.n_layer": 2,
         "model.d_model": 32,

@@ -112,12 +112,9 @@ class Retrieval(Task):
             "nmi": False,  # also report NMI (k-means over the test embeddings; slow for SOP)
         },
     }
+    #: shrink only: the configured data set, with a tiny backbone (so no pretrained weights; the configured
+    #: weights file is still checked before launch) and a few steps
     smoke: ClassVar[Mapping[str, Any]] = {
-        "data.name": "digits_retrieval",
-        "data.root": None,
-        "data.annotation": None,
-        "data.image_size": None,
-        "data.resize": None,
         "model.backbone": "tiny_cnn",
         "model.pretrained_path": None,
         "model.embedding_dim": 16,

@@ -138,3 +138,46 @@ def test_audio_layout_is_checked(tmp_path):
     plan_sweep([cfg], [f"data.root={root}"], out_dir=tmp_path / "o")
     mtt = ROOT / "configs/paper/table5_magnatagatune.yaml"
     assert "annotations_final.csv not found" in plan_error(mtt, [f"data.root={root}"], tmp_path)
+
+
+# -- --smoke shrinks the run on the configured data (issue 21, item 7) -----------------------------------------
+
+def test_smoke_settings_never_swap_the_data_set():
+    for name in TASKS:
+        assert not set(get_task(name).smoke) & {"data", "data.name", "data.root"}, name
+
+
+def test_a_smoke_that_swaps_the_data_set_is_refused(monkeypatch, tmp_path):
+    from benchmarks.tasks.classification import Classification
+
+    monkeypatch.setattr(Classification, "smoke", {"data.name": "digits", "train.max_steps": 2})
+    message = plan_error(ROOT / "configs/paper/table1_resnet18.yaml", [], tmp_path, smoke=True, check_data=False)
+    assert message.startswith("Classification.smoke sets `data.name`: --smoke must run on the configured data set")
+
+
+def test_smoke_keeps_the_configured_data_and_checks_the_configured_weights(tmp_path):
+    cfg = ROOT / "configs/paper/table6_cub_triplet.yaml"
+    root = tmp_path / "cub"
+    (root / "CUB_200_2011").mkdir(parents=True)
+    for name in ("images.txt", "image_class_labels.txt"):
+        (root / "CUB_200_2011" / name).write_text("")
+    # the smoke backbone takes no weights, but the real run's weights file must still exist
+    assert "model.pretrained_path: " in plan_error(cfg, [f"data.root={root}", "model.pretrained_path=/no/w.pth"],
+                                                   tmp_path, smoke=True)
+    plan = plan_sweep([cfg], [f"data.root={root}", "model.pretrained_path=null"], out_dir=tmp_path / "o", smoke=True)
+    data = plan.runs[0].spec.config["data"]
+    assert data["name"] == "cub200" and data["root"] == str(root)
+
+
+def test_lm_smoke_runs_on_the_configured_corpus(tmp_path, capsys):
+    cfg = ROOT / "configs/lm/synthetic_demo.yaml"
+    out = tmp_path / "o"
+    assert main(["run", str(cfg), "--smoke", "--executor", "debug", "--out", str(out), "--set",
+                 "zip={optimizer.name: [adamp], tags.optimizer: [AdamP]}", "--set", "grid.model.weight_norm=[false]",
+                 "--set", f"data.root={tmp_path / 'corpus'}"]) == 0
+    from benchmarks import store
+
+    (record,) = store.load_records(out)
+    assert record["status"] == "done"
+    data = record["config"]["data"]
+    assert (data["name"], data["synthetic_vocab"], data["max_train_tokens"]) == ("synthetic", 500, 20_000)
