@@ -1,5 +1,6 @@
 # Everything runs inside .venv, created on first use by `make setup` (idempotent).
 # Variables: DATA=<dataset root>  EXECUTOR=local|debug|slurm  PARTITION=<slurm partition>  OUT=<results dir>
+#            SMOKE=1 (reproduce-*: a few steps on the real data)  SEEDS=0,1,2 (reproduce-*: one run per seed)
 SHELL := /bin/bash
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -11,6 +12,12 @@ SLURM_FLAGS := $(if $(PARTITION),--partition $(PARTITION),) $(if $(ACCOUNT),--ac
                $(if $(QOS),--qos $(QOS),) $(if $(TIME),--time $(TIME),) \
                $(if $(GPUS),--gpus-per-node $(GPUS) --tasks-per-node $(GPUS),)
 RUN := $(PYTHON) -m benchmarks run --executor $(EXECUTOR) $(SLURM_FLAGS)
+# reproduce-*: SMOKE=1 runs each config's smoke version (a few steps, small eval) on the configured DATA, into
+# <folder>-smoke; SEEDS=0,1,2 runs every cell once per seed (--set grid.train.seed=[0,1,2]).
+SMOKE_FLAG := $(if $(filter 1 yes true,$(SMOKE)),--smoke,)
+SFX := $(if $(SMOKE_FLAG),-smoke,)
+SEEDS_FLAG := $(if $(SEEDS),--set 'grid.train.seed=[$(SEEDS)]',)
+REPRO := $(RUN) $(SMOKE_FLAG) $(SEEDS_FLAG)
 export BENCHMARKS_NO_PROGRESS ?= 0
 
 .PHONY: setup demo demo-digits test compare-mine parity-report check-data test-fast bench-step step-ops triton-check bench-engine tables plots report compare \
@@ -96,40 +103,40 @@ compare-mine: setup
 	  $(if $(SEEDS),--seeds $(SEEDS),) $(if $(ONLY),--only $(ONLY),)
 
 reproduce-toy: setup
-	$(RUN) configs/toy/toy2d.yaml --out $(OUT)/toy2d
-	$(RUN) configs/toy/toy3d.yaml --out $(OUT)/toy3d
-	$(RUN) configs/toy/toy2d_lr_sweep.yaml --out $(OUT)/toy2d_lr_sweep
-	$(PYTHON) scripts/toy_report.py $(OUT)/toy2d $(OUT)/toy3d $(OUT)/toy2d_lr_sweep --out results/toy
+	$(REPRO) configs/toy/toy2d.yaml --out $(OUT)/toy2d$(SFX)
+	$(REPRO) configs/toy/toy3d.yaml --out $(OUT)/toy3d$(SFX)
+	$(REPRO) configs/toy/toy2d_lr_sweep.yaml --out $(OUT)/toy2d_lr_sweep$(SFX)
+	$(if $(SMOKE_FLAG),@echo "smoke runs: no toy report",$(PYTHON) scripts/toy_report.py $(OUT)/toy2d $(OUT)/toy3d $(OUT)/toy2d_lr_sweep --out results/toy)
 
 check-data:
 	@test -n "$(DATA)" || { echo "error: set DATA=/path/to/dataset (see README: Reproducing the paper)" >&2; exit 2; }
 
 reproduce-imagenet: setup check-data
-	$(RUN) configs/paper/table1_*.yaml configs/paper/table2_*.yaml --set data.root=$(DATA) --out $(OUT)/imagenet
-	$(PYTHON) -m benchmarks tables $(OUT)/imagenet
+	$(REPRO) configs/paper/table1_*.yaml configs/paper/table2_*.yaml --set data.root=$(DATA) --out $(OUT)/imagenet$(SFX)
+	$(PYTHON) -m benchmarks tables $(OUT)/imagenet$(SFX)
 
 # DATA holds CUB_200_2011/, cars196/, Stanford_Online_Products/, InShop/; WEIGHTS is torchvision's ImageNet
 # ResNet-50 state dict on local disk (never downloaded).
 WEIGHTS ?= weights/resnet50-0676ba61.pth
 reproduce-retrieval: setup check-data
-	$(RUN) configs/paper/table6_*.yaml --set data.root=$(DATA) --set model.pretrained_path=$(WEIGHTS) --out $(OUT)/retrieval
-	$(PYTHON) -m benchmarks tables $(OUT)/retrieval
+	$(REPRO) configs/paper/table6_*.yaml --set data.root=$(DATA) --set model.pretrained_path=$(WEIGHTS) --out $(OUT)/retrieval$(SFX)
+	$(PYTHON) -m benchmarks tables $(OUT)/retrieval$(SFX)
 
 # DATA: the folder holding wiki.{train,valid,test}.tokens (or its parent with wikitext-103/).
 reproduce-lm: setup check-data
-	$(RUN) configs/paper/table7_transformer_xl.yaml configs/paper/table7_transformer_xl_wn.yaml \
-	  --set data.root=$(DATA) --out $(OUT)/lm
-	$(PYTHON) -m benchmarks tables $(OUT)/lm
+	$(REPRO) configs/paper/table7_transformer_xl.yaml configs/paper/table7_transformer_xl_wn.yaml \
+	  --set data.root=$(DATA) --out $(OUT)/lm$(SFX)
+	$(PYTHON) -m benchmarks tables $(OUT)/lm$(SFX)
 
 # DATA holds speech_commands_v0.02/, magnatagatune/, dcase2017_task4/ (layouts: benchmarks/data/audio.py).
 reproduce-audio: setup check-data
-	$(RUN) configs/paper/table5_speech_commands.yaml --set data.root=$(DATA)/speech_commands_v0.02 --out $(OUT)/audio
-	$(RUN) configs/paper/table5_magnatagatune.yaml --set data.root=$(DATA)/magnatagatune --out $(OUT)/audio
-	$(RUN) configs/paper/table5_dcase2017.yaml --set data.root=$(DATA)/dcase2017_task4 --out $(OUT)/audio
-	$(PYTHON) -m benchmarks tables $(OUT)/audio
+	$(REPRO) configs/paper/table5_speech_commands.yaml --set data.root=$(DATA)/speech_commands_v0.02 --out $(OUT)/audio$(SFX)
+	$(REPRO) configs/paper/table5_magnatagatune.yaml --set data.root=$(DATA)/magnatagatune --out $(OUT)/audio$(SFX)
+	$(REPRO) configs/paper/table5_dcase2017.yaml --set data.root=$(DATA)/dcase2017_task4 --out $(OUT)/audio$(SFX)
+	$(PYTHON) -m benchmarks tables $(OUT)/audio$(SFX)
 
 reproduce-all: reproduce-toy reproduce-imagenet reproduce-retrieval reproduce-lm reproduce-audio
-	for d in $(OUT)/imagenet $(OUT)/retrieval $(OUT)/lm $(OUT)/audio; do $(PYTHON) -m benchmarks report $$d; done
+	for d in $(OUT)/imagenet$(SFX) $(OUT)/retrieval$(SFX) $(OUT)/lm$(SFX) $(OUT)/audio$(SFX); do $(PYTHON) -m benchmarks report $$d; done
 
 slurm-up:
 	bash scripts/slurm_local.sh up

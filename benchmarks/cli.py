@@ -94,7 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="results folder (default: runs/<config stem>, runs/<stem>-smoke with --smoke)")
     run.add_argument("--dry-run", action="store_true",
                      help="validate and print one line per run, ending with 'N runs (M already done)'; "
-                          "launch and write nothing")
+                          "launch and write nothing (above 200 runs only the first and last 100 are listed)")
+    run.add_argument("--list-all", action="store_true", help="with --dry-run: list every run, however many")
+    run.add_argument("--allow-large-grid", action="store_true",
+                     help="plan and launch a sweep of more runs than --max-runs (refused otherwise)")
+    run.add_argument("--max-runs", type=_positive_int, default=None, metavar="N",
+                     help="the most runs a sweep may have without --allow-large-grid (default 10000)")
+    run.add_argument("--skip-data-check", action="store_true",
+                     help="do not check that data.root and weight files exist before launch (e.g. data only "
+                          "mounted on the compute nodes); the runs then fail at start if they do not")
     run.add_argument("--max-parallel", type=_positive_int, default=None, metavar="N",
                      help="local executor: at most N runs at once (default: one per CPU core, or one per GPU); "
                           "on the CPU each run gets cores // N torch threads")
@@ -162,12 +170,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from benchmarks import store
     from benchmarks.engine.sweep import format_plan, launch_sweep, plan_summary, plan_sweep
 
+    from benchmarks.engine.sweep import DEFAULT_MAX_RUNS
+
+    if args.pdb and args.executor != "debug":
+        raise ConfigError("--pdb needs --executor debug (the other executors run in other processes)")
+    max_runs = None if args.allow_large_grid else (args.max_runs or DEFAULT_MAX_RUNS)
     plan = plan_sweep(args.configs, args.overrides, out_dir=args.out, smoke=args.smoke,
-                      retry_failed=args.retry_failed)
+                      retry_failed=args.retry_failed, max_runs=max_runs, check_data=not args.skip_data_check)
     _print_warnings(plan.warnings)
     if args.dry_run:
         out = sys.stdout
-        out.writelines(line + "\n" for line in format_plan(plan))
+        out.writelines(line + "\n" for line in format_plan(plan, limit=None if args.list_all else 200))
         return 0
     todo = plan.to_run
     print(f"{plan_summary(plan)}, {len(todo)} to run; "
@@ -176,8 +189,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     options = {k: v for k, v in vars(args).items() if k not in ("func", "configs", "overrides")}
     options["progress"] = not args.no_progress
-    if args.pdb and args.executor != "debug":
-        raise ConfigError("--pdb needs --executor debug (the other executors run in other processes)")
     if args.no_progress:
         os.environ["BENCHMARKS_NO_PROGRESS"] = "1"
     try:
@@ -253,6 +264,11 @@ def cmd_results(args: argparse.Namespace) -> int:
 
     from benchmarks.store import load_results
 
+    for folder in args.out:
+        if not Path(folder).exists():
+            raise ConfigError(f"results folder {folder} does not exist")
+        if not Path(folder).is_dir():
+            raise ConfigError(f"{folder} is a file, not a results folder (the --out of `run`)")
     frame = load_results(args.out)
     if frame.empty:
         print(f"no runs in {', '.join(args.out)}", file=sys.stderr)

@@ -302,10 +302,10 @@ def test_static_config_errors_name_the_key():
 
 # -- configs ---------------------------------------------------------------------------------------------------
 
-def test_paper_configs_validate_with_tags_for_every_cell(tmp_path):
+def test_paper_configs_validate_with_tags_for_every_cell(tmp_path, tree):
     assert {p.stem for p in PAPER_CONFIGS} >= {
         "table1_mobilenet_v2", "table1_resnet18", "table1_resnet50", "table1_resnet50_cutmix", "table2_resnet18_no_wd"}
-    plan = plan_sweep(PAPER_CONFIGS, out_dir=tmp_path)
+    plan = plan_sweep(PAPER_CONFIGS, out_dir=tmp_path, check_data=False)
     cells = set()
     for run in plan.runs:
         config = run.spec.config
@@ -320,22 +320,31 @@ def test_paper_configs_validate_with_tags_for_every_cell(tmp_path):
     expected |= {("t02", "ResNet18", o) for o in ("SGD", "SGDP", "Adam", "AdamP")}
     assert cells == expected and len(plan.runs) == 20
     # the data root comes from --set (the Makefile's DATA=)
-    plan = plan_sweep(PAPER_CONFIGS[:1], overrides=["data.root=/data/imagenet"], out_dir=tmp_path)
-    assert {r.spec.config["data"]["root"] for r in plan.runs} == {"/data/imagenet"}
+    plan = plan_sweep(PAPER_CONFIGS[:1], overrides=[f"data.root={tree}"], out_dir=tmp_path)
+    assert {r.spec.config["data"]["root"] for r in plan.runs} == {str(tree)}
 
 
-def test_paper_configs_dry_run_from_the_cli(tmp_path, capsys):
+def test_paper_configs_dry_run_from_the_cli(tmp_path, capsys, tree):
     from benchmarks.cli import main
 
-    assert main(["run", *map(str, PAPER_CONFIGS), "--dry-run", "--out", str(tmp_path)]) == 0
+    # data.root is null in the files: the dry run says so (exit 2) unless a root is given or the check skipped
+    assert main(["run", *map(str, PAPER_CONFIGS), "--dry-run", "--out", str(tmp_path)]) == 2
+    assert "data.root is not set" in capsys.readouterr().err
+    assert main(["run", *map(str, PAPER_CONFIGS), "--dry-run", "--out", str(tmp_path), "--skip-data-check"]) == 0
+    assert "20 runs" in capsys.readouterr().out
+    assert main(["run", *map(str, PAPER_CONFIGS), "--dry-run", "--out", str(tmp_path), "--set",
+                 f"data.root={tree}"]) == 0
     assert "20 runs" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("path", PAPER_CONFIGS, ids=lambda p: p.stem)
-def test_paper_configs_smoke_run_their_real_model(path, tmp_path):
-    plan = plan_sweep([path], out_dir=tmp_path, smoke=True)
+def test_paper_configs_smoke_run_their_real_model(path, tmp_path, tree):
+    # --smoke runs on the configured data (here a tiny ImageFolder tree; 64-pixel crops keep it fast)
+    plan = plan_sweep([path], [f"data.root={tree}", "data.image_size=64", "data.val_resize=73"], out_dir=tmp_path,
+                      smoke=True)
     spec = plan.runs[0].spec
     assert spec.config["model"]["name"] in ("resnet18", "resnet50", "mobilenet_v2")
+    assert spec.config["data"]["name"] == "imagefolder" and spec.config["data"]["root"] == str(tree)
     assert execute_run(spec) == "done", (spec.run_dir / "traceback.txt").read_text()
 
 
@@ -354,7 +363,7 @@ def test_evaluation_resize_follows_the_image_size_by_default(tree):
     from benchmarks.config.validate import recipe_warnings
 
     cfg = _config(data={"name": "imagefolder", "root": str(tree), "image_size": 32})
-    assert cfg["data"]["val_resize"] is None and Classification.val_resize(cfg["data"]) == 37
+    assert cfg["data"]["val_resize"] == 37 and Classification.val_resize(cfg["data"]) == 37
     assert Classification.val_resize({"image_size": 224, "val_resize": None}) == 256
     assert not recipe_warnings(cfg)
     task = _task(cfg)

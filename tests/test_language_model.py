@@ -32,7 +32,9 @@ def _write(root: Path, train: str, valid: str = " a b \n", test: str = " b a \n"
 def _task(tmp_path: Path, **overrides) -> LanguageModel:
     cfg = {k: copy.deepcopy(dict(v)) for k, v in LanguageModel.defaults.items()}
     cfg["train"].update({"batch_size": 4, "epochs": 1})
-    for key, value in {**LanguageModel.smoke, "data.root": str(tmp_path / "syn"), **overrides}.items():
+    # the smoke settings (a tiny model) on a small synthetic corpus, as configs/lm/synthetic_demo.yaml names it
+    small = {"data.name": "synthetic", "data.synthetic_vocab": 100, "data.synthetic_train_tokens": 20_000}
+    for key, value in {**LanguageModel.smoke, **small, "data.root": str(tmp_path / "syn"), **overrides}.items():
         section, _, name = key.partition(".")
         cfg[section][name] = value
     ctx = RunContext(run_dir=tmp_path / "run", device=torch.device("cpu"), seed=0, log=lambda *_: None)

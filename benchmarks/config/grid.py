@@ -12,12 +12,17 @@ zip:                        # equal-length lists, element i of each list goes to
 ``zip:`` may also be a list of such mappings (several independent zipped groups, crossed with each other).
 A grid value that is a mapping *replaces* the section or key it addresses (``optimizer: [{name: sgd, lr: 0.1}]``
 gives exactly that optimizer section, without keys inherited from the file's own ``optimizer:``).
+
+Each key is varied once: a section (``optimizer``) and a key inside it (``optimizer.lr``) may both be
+varied only when no value of the section sets that key (the key then completes each section); otherwise one
+would silently override the other, and labels zipped with either would go to the wrong runs. Points are generated lazily (:func:`iter_points`), and :func:`count_points`
+gives the size of a grid without building it.
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from .errors import ConfigError
 
@@ -68,40 +73,72 @@ def _zip_groups(section: Any) -> list[list[tuple[str, list]]]:
     return out
 
 
-def grid_points(config: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The list of grid points: each maps dotted keys to the values of one run (``[{}]`` without a grid)."""
+def _factors(config: Mapping[str, Any]) -> list[list[tuple[str, list]]]:
+    """The factors of the product: one single-axis group per grid key, then each zip group; checked."""
     grid_axes = _axes(config.get("grid"), "grid")
     zip_groups = _zip_groups(config.get("zip"))
     seen: dict[str, str] = {}
     for key, _ in grid_axes:
         seen[key] = "grid"
-    for group in zip_groups:
+    for i, group in enumerate(zip_groups):
+        where = "zip" if not isinstance(config.get("zip"), list) else f"zip[{i}]"
         for key, _ in group:
             if key in seen:
                 raise ConfigError(f"`{key}` is varied twice (in `{seen[key]}` and in `zip`); vary each key once")
-            seen[key] = "zip"
-    factors: list[list[dict[str, Any]]] = [[{key: v} for v in values] for key, values in grid_axes]
-    for group in zip_groups:
-        n = len(group[0][1])
-        factors.append([{key: values[i] for key, values in group} for i in range(n)])
-    points = []
-    for combo in itertools.product(*factors):
+            seen[key] = where
+    values_of = {key: values for key, values in grid_axes}
+    values_of.update((key, values) for group in zip_groups for key, values in group)
+    for key in seen:
+        parts = key.split(".")
+        for n in range(1, len(parts)):
+            section = ".".join(parts[:n])
+            inner = parts[n:]
+            if section in seen and any(_sets(value, inner) for value in values_of[section]):
+                raise ConfigError(
+                    f"`{seen[section]}.{section}` sets `{'.'.join(inner)}` inside its `{section}` values and "
+                    f"`{seen[key]}.{key}` varies the same key: one would silently override the other (and labels "
+                    f"paired with either would go to the wrong runs). Vary each key once: either inside the "
+                    f"`{section}` values or as `{key}`")
+    return [[(key, values)] for key, values in grid_axes] + zip_groups
+
+
+def _sets(value: Any, inner: list[str]) -> bool:
+    """Whether the section value ``value`` holds the dotted path ``inner``."""
+    for part in inner:
+        if not isinstance(value, dict) or part not in value:
+            return False
+        value = value[part]
+    return True
+
+
+def count_points(config: Mapping[str, Any]) -> int:
+    """Number of grid points (runs before de-duplication), computed without expanding the grid."""
+    total = 1
+    for group in _factors(config):
+        total *= len(group[0][1])
+    return total
+
+
+def iter_points(config: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """The grid points one at a time: each maps dotted keys to the values of one run (one ``{}`` without a grid)."""
+    factors = _factors(config)
+    for combo in itertools.product(*(range(len(group[0][1])) for group in factors)):
         point: dict[str, Any] = {}
-        for part in combo:
-            point.update(part)
-        points.append(point)
-    return points
+        for group, i in zip(factors, combo):
+            for key, values in group:
+                point[key] = values[i]
+        yield point
 
 
-def expand(config: Mapping[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """Expand ``grid:``/``zip:`` into ``(run_config, point)`` pairs; run configs hold no grid/zip keys.
+def grid_points(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The list of grid points: each maps dotted keys to the values of one run (``[{}]`` without a grid)."""
+    return list(iter_points(config))
 
-    Keys are applied in order of their depth, so a grid over ``optimizer`` (a whole section) combined with
-    ``optimizer.lr`` sets the section first and the single key on top of it.
-    """
+
+def iter_expand(config: Mapping[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """Expand ``grid:``/``zip:`` lazily into ``(run_config, point)`` pairs; run configs hold no grid/zip keys."""
     base = copy_tree({k: v for k, v in config.items() if k not in ("grid", "zip")})
-    out = []
-    for point in grid_points(config):
+    for point in iter_points(config):
         # Copy only the dicts on the paths the point sets; untouched sections are shared between runs,
         # which keeps a 10,000-run expansion fast. Run configs are read-only from here on (validation
         # builds new dicts), so the sharing is never visible.
@@ -123,8 +160,12 @@ def expand(config: Mapping[str, Any]) -> list[tuple[dict[str, Any], dict[str, An
                 node[part] = child
                 node = child
             node[parts[-1]] = copy_tree(point[key])
-        out.append((run, point))
-    return out
+        yield run, point
+
+
+def expand(config: Mapping[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Expand ``grid:``/``zip:`` into the list of ``(run_config, point)`` pairs (see :func:`iter_expand`)."""
+    return list(iter_expand(config))
 
 
 def describe_point(point: Mapping[str, Any]) -> str:
@@ -139,4 +180,4 @@ def describe_point(point: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
-__all__ = ["copy_tree", "describe_point", "expand", "grid_points"]
+__all__ = ["copy_tree", "count_points", "describe_point", "expand", "grid_points", "iter_expand", "iter_points"]

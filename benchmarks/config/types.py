@@ -79,6 +79,9 @@ def check_finite(value: Any, path: str) -> None:
     """Reject NaN/inf numbers, which never make sense as hyper-parameters and break canonical JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"`{path}` must be a finite number, got {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        # torch, numpy and the data loaders take 64-bit integers; a larger one fails deep inside a run
+        raise ConfigError(f"`{path}` must be a 64-bit integer (between -2**63 and 2**63 - 1), got {value}")
     # Inside lists and mappings too: the run id's canonical JSON cannot hold NaN/inf anywhere, and without
     # this a value like `milestones: [30, .inf]` failed later with a bare ValueError instead of exit code 2.
     if isinstance(value, (list, tuple)):

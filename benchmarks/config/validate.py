@@ -131,6 +131,10 @@ def _check_train(train: dict[str, Any]) -> None:
             continue
         if value < low or (not inclusive and value == low):
             raise ConfigError(f"`train.{key}` must be {'>=' if inclusive else '>'} {low}, got {value!r}")
+    seed = train.get("seed")
+    if isinstance(seed, int) and not 0 <= seed < 2**63:
+        raise ConfigError(f"`train.seed` must be an integer in [0, 2**63 - 1] (what torch.manual_seed and numpy "
+                          f"accept for every task), got {seed}")
     device = train.get("device")
     if not isinstance(device, str) or not _DEVICE.match(device):
         raise ConfigError(f"`train.device` must be auto, cpu, cuda or cuda:N; got {device!r}")
@@ -258,6 +262,7 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
     check_selection(cls, train["select"])
     resolved["train"] = train
+    cls.fill_derived(resolved)
     if "name" in config and config["name"] is not None:
         if not isinstance(config["name"], str):
             raise ConfigError(f"`name` must be a string, got {config['name']!r}")
@@ -271,11 +276,24 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return resolved
 
 
+#: what a task's ``smoke`` settings may never set: --smoke runs on the configured data set
+SMOKE_FORBIDDEN = ("data", "data.name", "data.root")
+
+
 def apply_smoke(config: dict[str, Any]) -> dict[str, Any]:
-    """Apply the task's ``smoke`` overrides (dotted keys) to a run config, for ``--smoke`` runs."""
+    """Apply the task's ``smoke`` overrides (dotted keys) to a run config, for ``--smoke`` runs.
+
+    Smoke settings only shrink a run (steps, evaluation size, batch, model size); one that swaps the data set
+    would make a smoke run pass on data the real run never sees, so it is refused.
+    """
     cls = task_class(config.get("task"))
     out = copy_tree(config)
-    for key, value in (getattr(cls, "smoke", {}) or {}).items():
+    smoke = getattr(cls, "smoke", {}) or {}
+    for key in smoke:
+        if key in SMOKE_FORBIDDEN:
+            raise ConfigError(f"{cls.__name__}.smoke sets `{key}`: --smoke must run on the configured data set "
+                              f"(shrink steps, evaluation size or batch instead)")
+    for key, value in smoke.items():
         set_dotted(out, key, copy_tree(value), source=f"{cls.__name__}.smoke")
     return out
 
@@ -340,8 +358,23 @@ def recipe_warnings(resolved: Mapping[str, Any], raw_optimizer: Mapping[str, Any
 
 
 def hashed_view(resolved: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a resolved config that identifies the run (without slurm/name/tags)."""
-    return {k: v for k, v in resolved.items() if k not in NOT_HASHED_KEYS}
+    """The part of a resolved config that identifies the run (without slurm/name/tags).
+
+    ``data.root`` says where a data set is, not which one (that is ``data.name`` and the other data keys), so
+    it is hashed as null: moving a data set to another mount keeps every result's run id. Hashing it as null
+    rather than dropping it keeps the ids of configs whose root was null (toys, digits, synthetic corpora).
+    ``train.select: last`` is hashed as absent (see below).
+    """
+    view = {k: v for k, v in resolved.items() if k not in NOT_HASHED_KEYS}
+    data = view.get("data")
+    if isinstance(data, dict) and data.get("root") is not None:
+        view["data"] = {**data, "root": None}
+    train = view.get("train")
+    if isinstance(train, dict) and train.get("select") == "last":
+        # every run reported its last evaluation before train.select existed: "last" keeps those ids, while
+        # "best" (other reported metrics) gets ids of its own
+        view["train"] = {k: v for k, v in train.items() if k != "select"}
+    return view
 
 
 __all__ = [

@@ -425,6 +425,51 @@ def load_retrieval_data(data_cfg: Mapping[str, Any]) -> RetrievalData:
     return read_inshop(root)
 
 
+def check_retrieval_layout(data_cfg: Mapping[str, Any]) -> None:
+    """The cheap part of :func:`load_retrieval_data`: ``data.root`` exists and holds the data set's
+    annotation files (their content is read only when the run starts). ConfigError names key and path."""
+    name = data_cfg.get("name")
+    if name not in DATASETS or name == "digits_retrieval":
+        return
+    root = data_cfg.get("root")
+    if not root:
+        raise ConfigError(f"data.root: required for data.name={name} (the folder of the official archive; "
+                          f"data sets are never downloaded)")
+    base = Path(root).expanduser()
+    if not base.is_dir():
+        what = "is not a folder" if base.exists() else "does not exist"
+        raise ConfigError(f"data.root: {base} {what} (data.name={name})")
+    if data_cfg.get("annotation") is not None and name != "cars196":
+        raise ConfigError(f"data.annotation: only used by cars196 (a text alternative to cars_annos.mat); "
+                          f"set it to null for data.name={name}")
+    try:
+        if name == "cub200":
+            found = _find(base, ["images.txt"], ["CUB_200_2011"], "cub200")
+            needed = [found.parent / "image_class_labels.txt"]
+        elif name == "cars196":
+            annotation = data_cfg.get("annotation")
+            if annotation is not None:
+                path = Path(annotation)
+                if not path.is_absolute() and not path.is_file():
+                    path = base / path
+                if not path.is_file():
+                    raise FileNotFoundError(f"data.annotation file {annotation} not found (also tried {path})")
+            else:
+                _find(base, ["cars_annos.mat"], ["cars196"], "cars196")
+            needed = []
+        elif name == "sop":
+            found = _find(base, ["Ebay_train.txt"], ["Stanford_Online_Products"], "sop")
+            needed = [found.parent / "Ebay_test.txt"]
+        else:
+            _find(base, ["list_eval_partition.txt"], ["Eval", "InShop", "InShop/Eval"], "inshop")
+            needed = []
+    except FileNotFoundError as exc:
+        raise ConfigError(f"data.root: {exc}") from None
+    for path in needed:
+        if not path.is_file():
+            raise ConfigError(f"data.root: {name}: {path} not found (expected next to the other annotation file)")
+
+
 # --------------------------------------------------------------------------------------------------------
 # datasets, transforms, samplers
 # --------------------------------------------------------------------------------------------------------

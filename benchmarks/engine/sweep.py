@@ -4,11 +4,17 @@ Everything that can be wrong with a config is found in :func:`plan_sweep`, befor
 launched. For each run config the order is: file (with ``base:`` merged and ``--set`` applied, so that
 ``--set grid.train.seed=[0,1]`` changes the grid) -> grid/zip expansion -> the task's smoke overrides
 (``--smoke``) -> the ``--set`` overrides again (an override beats a grid value of the same key) -> resolution
-and validation -> run id. Runs with the same id (e.g. a grid axis made moot by an override) are kept once.
+and validation -> the task's own checks (``check_config``, and ``check_data`` for data folders and weight
+files) -> run id. Runs with the same id (e.g. a grid axis made moot by an override) are kept once. Then the
+whole file: tags that contradict the values they describe (:func:`benchmarks.config.compose.check_tags`).
+
+A grid is counted before it is expanded: above ``max_runs`` (default :data:`DEFAULT_MAX_RUNS`) planning
+stops with a ConfigError unless the caller lifts the limit (``--allow-large-grid``).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import secrets
@@ -19,12 +25,16 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from benchmarks import store
+from benchmarks.config.compose import check_tags
 from benchmarks.config.errors import ConfigError
-from benchmarks.config.grid import describe_point, expand
+from benchmarks.config.grid import copy_tree, count_points, describe_point, iter_expand
 from benchmarks.config.loader import AXIS_SECTIONS, load_config, parse_override, set_dotted
-from benchmarks.config.validate import apply_smoke, recipe_warnings, resolve_config
+from benchmarks.config.validate import apply_smoke, recipe_warnings, resolve_config, task_class
 
 from .spec import RunSpec, compute_run_id
+
+#: a sweep of more runs than this needs ``max_runs=None`` (the CLI's --allow-large-grid)
+DEFAULT_MAX_RUNS = 10_000
 
 
 @dataclass
@@ -71,30 +81,94 @@ def default_out_dir(config_path: str | os.PathLike, smoke: bool = False) -> Path
     return Path("runs") / (f"{stem}-smoke" if smoke else stem)
 
 
-def resolve_file(path: str | os.PathLike, overrides: Sequence[str] = (), smoke: bool = False
-                 ) -> tuple[list[tuple[dict, dict]], list[str]]:
-    """Load, expand and resolve one config file: ``([(resolved, grid point), ...], warnings)``.
+def check_out_dir(out: str | os.PathLike) -> None:
+    """OUT must be a writable folder, or a path where one can be created; a ConfigError says why not.
 
-    ConfigErrors name the file (and the grid point when the error is specific to one).
+    Checked while planning (also for --dry-run), so that a bad --out is one line, not a traceback later.
+    """
+    out = Path(out)
+    probe = out
+    while not probe.exists():
+        if probe.is_symlink():
+            raise ConfigError(f"results folder {out}: {probe} is a broken symbolic link")
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        what = f"{out} is a file" if probe == out else f"{probe} (a parent of {out}) is a file"
+        raise ConfigError(f"results folder: {what}, not a folder; pass --out DIR with a folder")
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        what = f"{out} is" if probe == out else f"{probe} (where {out} would be created) is"
+        raise ConfigError(f"results folder: {what} not writable; pass --out DIR with a folder you can write")
+
+
+def _data_key(resolved: Mapping[str, Any]) -> str:
+    return json.dumps([resolved["task"], resolved["data"], resolved["model"]], sort_keys=True, default=str)
+
+
+def _validate_slurm(resolved: Mapping[str, Any]) -> None:
+    section = resolved.get("slurm")
+    if section:
+        from .slurm import validate_settings
+
+        validate_settings(section, "slurm")
+
+
+def load_file(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict:
+    """The raw config of one file (bases merged, ``--set`` applied, grid/zip not expanded)."""
+    try:
+        return load_config(path, overrides)
+    except ConfigError as exc:
+        raise exc.with_source(str(path)) from None
+
+
+def resolve_file(path: str | os.PathLike, overrides: Sequence[str] = (), smoke: bool = False,
+                 check_data: bool = True, raw: Mapping[str, Any] | None = None
+                 ) -> tuple[list[tuple[dict, dict]], list[str]]:
+    """Load, expand, resolve and check one config file: ``([(resolved, grid point), ...], warnings)``.
+
+    Every run goes through the task's ``check_config`` and (``check_data``) ``check_data``. ConfigErrors
+    name the file (and the grid point when the error is specific to one).
     """
     source = str(path)
     try:
-        raw = load_config(path, overrides)
+        if raw is None:
+            raw = load_config(path, overrides)
         parsed = [parse_override(o) for o in overrides]
         per_run = [(k, v) for k, v in parsed if k.split(".", 1)[0] not in AXIS_SECTIONS]
-        expanded = expand(raw)
+        expanded = iter_expand(raw)
+        first = next(expanded, None)
     except ConfigError as exc:
         raise exc.with_source(source) from None
     out: list[tuple[dict, dict]] = []
     warnings: dict[str, None] = {}
     warned_for: set[str] = set()
-    for run, point in expanded:
+    data_checked: set[str] = set()
+    checked_classes: set[type] = set()
+    for run, point in itertools.chain([first] if first is not None else [], expanded):
         try:
+            configured = None
             if smoke:
+                # the data and weights to check are the configured ones, whatever the smoke settings shrink
+                configured = copy_tree(run)
+                for key, value in per_run:
+                    set_dotted(configured, key, json.loads(json.dumps(value)), source=f"--set {key}")
                 run = apply_smoke(run)
             for key, value in per_run:
                 set_dotted(run, key, json.loads(json.dumps(value)), source=f"--set {key}")
             resolved = resolve_config(run)
+            _validate_slurm(resolved)
+            cls = task_class(resolved["task"])
+            checked_classes.add(cls)
+            cls.check_config(resolved)
+            if check_data:
+                target = resolved if configured is None else resolve_config(configured)
+                key = _data_key(target)
+                if key not in data_checked:
+                    cls.check_data(resolved)
+                    if target is not resolved:
+                        cls.check_data(target)
+                    data_checked.add(key)
             raw_opt = run.get("optimizer") or {}
             key = repr(sorted(raw_opt.items(), key=lambda item: repr(item[0]))) if isinstance(raw_opt, dict) \
                 else repr(raw_opt)
@@ -107,24 +181,45 @@ def resolve_file(path: str | os.PathLike, overrides: Sequence[str] = (), smoke: 
             message = exc.message + (f" (grid point: {label})" if label else "")
             raise ConfigError(message, source=exc.source or source) from None
         out.append((resolved, point))
+    try:
+        check_tags([r for r, _ in out], overridden=[k for k, _ in per_run])
+    except ConfigError as exc:
+        raise exc.with_source(source) from None
     return out, list(warnings)
 
 
 def plan_sweep(configs: Sequence[str | os.PathLike], overrides: Sequence[str] = (), out_dir: str | os.PathLike | None = None,
-               smoke: bool = False, retry_failed: bool = False) -> SweepPlan:
+               smoke: bool = False, retry_failed: bool = False, *, max_runs: int | None = DEFAULT_MAX_RUNS,
+               check_data: bool = True) -> SweepPlan:
     """Validate every config and decide, per run, whether it runs or is skipped (finished before).
 
     ``done`` and ``diverged`` runs are skipped, ``failed`` ones too unless ``retry_failed``; runs that were
     ``running``/``interrupted``/``queued`` (e.g. the sweep was stopped) run again (resuming from a checkpoint
-    when there is one). Nothing is written.
+    when there is one). Nothing is written. More than ``max_runs`` grid points over all files is a
+    ConfigError (None: no limit); ``check_data=False`` skips the tasks' on-disk checks.
     """
     if not configs:
         raise ConfigError("no config file given")
+    raws = [load_file(config, overrides) for config in configs]
+    sizes = []
+    for config, raw in zip(configs, raws):
+        try:
+            sizes.append(count_points(raw))
+        except ConfigError as exc:
+            raise exc.with_source(str(config)) from None
+    total = sum(sizes)
+    if max_runs is not None and total > max_runs:
+        per_file = ", ".join(f"{c}: {n:,}" for c, n in zip(configs, sizes))
+        raise ConfigError(
+            f"the grid expands to {total:,} runs ({per_file}), more than the limit of {max_runs:,}; check the "
+            f"grid/zip lists, or pass --allow-large-grid to plan and launch it anyway (--max-runs N sets the limit)")
+    for config in configs:
+        check_out_dir(Path(out_dir) if out_dir is not None else default_out_dir(config, smoke))
     runs: list[PlannedRun] = []
     warnings: list[str] = []
     seen: set[tuple[Path, str]] = set()
-    for config in configs:
-        resolved_runs, file_warnings = resolve_file(config, overrides, smoke)
+    for config, raw in zip(configs, raws):
+        resolved_runs, file_warnings = resolve_file(config, overrides, smoke, check_data=check_data, raw=raw)
         warnings.extend(w for w in file_warnings if w not in warnings)
         out = Path(out_dir) if out_dir is not None else default_out_dir(config, smoke)
         ids = [compute_run_id(resolved) for resolved, _ in resolved_runs]
@@ -144,11 +239,29 @@ def plan_sweep(configs: Sequence[str | os.PathLike], overrides: Sequence[str] = 
                      smoke=smoke, retry_failed=retry_failed)
 
 
-def format_plan(plan: SweepPlan) -> Iterable[str]:
-    """One line per run (``run``/``skip``, run id, previous status, grid point), then ``N runs (M already done)``."""
-    for r in plan.runs:
-        status = f"[{r.status}]" if r.status else "[new]"
-        yield f"{r.action:4s} {r.spec.run_id}  {status:13s} {r.label}".rstrip()
+#: a dry run lists at most this many runs unless asked for all (the head and the tail of the plan)
+LIST_LIMIT = 200
+
+
+def _plan_line(r: PlannedRun) -> str:
+    status = f"[{r.status}]" if r.status else "[new]"
+    return f"{r.action:4s} {r.spec.run_id}  {status:13s} {r.label}".rstrip()
+
+
+def format_plan(plan: SweepPlan, limit: int | None = LIST_LIMIT) -> Iterable[str]:
+    """One line per run (``run``/``skip``, run id, previous status, grid point), then ``N runs (M already done)``.
+
+    Above ``limit`` runs only the first and last ``limit // 2`` are listed, with a line saying how many were
+    left out (``limit=None`` lists all).
+    """
+    runs = plan.runs
+    if limit is not None and len(runs) > limit:
+        head, tail = limit // 2, limit - limit // 2
+        yield from (_plan_line(r) for r in runs[:head])
+        yield f"... {len(runs) - head - tail:,} more runs not listed (--list-all lists every run) ..."
+        yield from (_plan_line(r) for r in runs[-tail:])
+    else:
+        yield from (_plan_line(r) for r in runs)
     yield plan_summary(plan)
 
 
@@ -218,5 +331,5 @@ def launch_sweep(plan: SweepPlan, executor: str = "local", options: Mapping[str,
     return write("launched", {e["run_id"]: e for e in entries})
 
 
-__all__ = ["PlannedRun", "SweepPlan", "default_out_dir", "format_plan", "launch_sweep", "new_sweep_id",
-           "plan_sweep", "resolve_file"]
+__all__ = ["DEFAULT_MAX_RUNS", "PlannedRun", "SweepPlan", "check_out_dir", "default_out_dir", "format_plan",
+           "launch_sweep", "load_file", "new_sweep_id", "plan_sweep", "resolve_file"]

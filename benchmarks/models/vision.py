@@ -92,6 +92,59 @@ def torchvision_names() -> list[str]:
     return list(torchvision.models.list_models(module=torchvision.models))
 
 
+def check_model_config(cfg: Mapping[str, Any]) -> None:
+    """The checks of :func:`build_model` that need neither the data nor the weights (run before launch):
+    a known name, a positive width where the model has one, no kwargs for the small models."""
+    name = str(cfg.get("name", MODEL_DEFAULTS["name"]))
+    width = cfg.get("width")
+    width = 1.0 if width is None else float(width)
+    if width <= 0:
+        raise ConfigError(f"model.width must be > 0, got {width}")
+    if name in SMALL_MODELS:
+        if cfg.get("kwargs"):
+            raise ConfigError(f"model.kwargs: {name} takes no extra options (got {sorted(cfg['kwargs'])}); "
+                              f"use model.width")
+        return
+    if name.startswith("timm:"):
+        import timm
+
+        model = name[len("timm:"):]
+        if not timm.is_model(model):
+            close = timm.list_models(f"*{model}*")[:8]
+            raise ConfigError(f"model.name: timm has no model {model!r}"
+                              + (f"; close: {', '.join('timm:' + c for c in close)}" if close else ""))
+        if width != 1.0:
+            raise ConfigError("model.width: not supported for timm models; pass timm's own options in model.kwargs")
+        return
+    names = torchvision_names()
+    if name not in names:
+        close = [n for n in names if name.lower().replace("-", "_") in n][:8]
+        import difflib
+
+        close = close or difflib.get_close_matches(name, names, n=3)
+        raise ConfigError(
+            f"model.name: unknown model {name!r}; valid: {', '.join(SMALL_MODELS)}, a torchvision classification "
+            f"model (e.g. resnet18, resnet50, mobilenet_v2{'; close: ' + ', '.join(close) if close else ''}) "
+            f"or timm:<name>"
+        )
+    if width != 1.0 and not name.startswith("mobilenet_v2"):
+        raise ConfigError(
+            f"model.width: {name} has no width option (only digits_cnn, resnet_tiny and mobilenet_v2 do); "
+            f"remove model.width or set it to 1.0"
+        )
+
+
+def check_weights_file(path: Any, key: str = "model.pretrained_path") -> None:
+    """A weights file named in the config must exist (it is only ever read from local disk)."""
+    if path is None or str(path) == "":
+        return
+    file = Path(str(path)).expanduser()
+    if not file.is_file():
+        what = "is a folder, not a file" if file.is_dir() else "does not exist"
+        raise ConfigError(f"{key}: {file} {what} (weights are only read from a local file and never "
+                          f"downloaded); set it to an existing .pt/.pth file or to null")
+
+
 def build_model(cfg: Mapping[str, Any], num_classes: int, in_channels: int = 3) -> nn.Module:
     """Build the classifier described by the ``model`` section ``cfg`` (keys of :data:`MODEL_DEFAULTS`).
 

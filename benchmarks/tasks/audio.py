@@ -25,6 +25,7 @@ the last evaluation's are kept as ``last_*``.
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping
 
 import numpy as np
@@ -32,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from benchmarks.config.errors import ConfigError
+from benchmarks.config.errors import ConfigError, did_you_mean
 from benchmarks.data import audio as audio_data
 from benchmarks.models.harmonic_cnn import HarmonicCNN
 
@@ -201,11 +202,12 @@ class Audio(Task):
     #: the HCNN code keeps the model with the best validation score and reports its test metrics
     selection_metric: ClassVar[str | None] = "val_score"
 
-    def __init__(self, config: Mapping[str, Any], ctx: RunContext):
-        super().__init__(config, ctx)
-        data, model, train = config["data"], config["model"], config["train"]
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any]) -> None:
+        data, model = config["data"], config["model"]
         if data["name"] not in DATASETS:
-            raise ConfigError(f"data.name: {data['name']!r} is not an audio data set; valid: {', '.join(DATASETS)}")
+            raise ConfigError(f"data.name: {data['name']!r} is not an audio data set; valid: {', '.join(DATASETS)}"
+                              f"{did_you_mean(str(data['name']), DATASETS)}")
         if model["name"] != "harmonic_cnn":
             raise ConfigError(f"model.name: {model['name']!r} is not an audio model; valid: harmonic_cnn")
         for key in ("sample_rate", "input_length", "eval_chunks"):
@@ -234,6 +236,48 @@ class Audio(Task):
                 f"model.channels ({len(model['channels'])} entries) and model.pooling ({len(model['pooling'])} "
                 "entries) must be non-empty lists of equal length"
             )
+        if int(config["train"]["batch_size"]) < 2:
+            raise ConfigError(f"train.batch_size ({config['train']['batch_size']}) must be >= 2 per process: batch "
+                              f"norm needs 2 samples")
+
+    #: the files each data set's reader opens first (relative to data.root), when its lists are not set
+    _LAYOUT: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "speech_commands": {"val_list": "validation_list.txt", "test_list": "testing_list.txt"},
+        "magnatagatune": {"annotations": "annotations_final.csv"},
+        "dcase2017": {"train_list": ["groundtruth_weak_label_training_set.csv",
+                                     "groundtruth_weak_label_testing_set.csv"],
+                      "test_list": "groundtruth_weak_label_evaluation_set.csv"},
+    }
+
+    @classmethod
+    def check_data(cls, config: Mapping[str, Any]) -> None:
+        """``data.root`` is a folder holding the data set's list/annotation files (their content and the
+        audio files are read when the run starts)."""
+        data = config["data"]
+        name = data["name"]
+        root = data["root"]
+        if root is None or str(root) == "":
+            raise ConfigError(f"data.root is not set: give the folder holding the {name} data set "
+                              f"(--set data.root=..., with make: DATA=...)")
+        base = Path(str(root)).expanduser()
+        if not base.is_dir():
+            what = "is not a folder" if base.exists() else "does not exist"
+            raise ConfigError(f"data.root: {base} {what} (expected the {name} data set; layouts: "
+                              f"benchmarks/data/audio.py)")
+        for key, default in cls._LAYOUT[name].items():
+            names = data.get(key) if data.get(key) is not None else default
+            for file in [names] if isinstance(names, str) else names:
+                if not (base / file).is_file():
+                    where = f"data.{key}" if key in data else "data.root"
+                    raise ConfigError(f"{where}: {base / file} not found (the {name} layout under data.root: "
+                                      f"benchmarks/data/audio.py)")
+        if data["audio_dir"] and not (base / data["audio_dir"]).is_dir():
+            raise ConfigError(f"data.audio_dir: {base / data['audio_dir']} is not a folder")
+
+    def __init__(self, config: Mapping[str, Any], ctx: RunContext):
+        super().__init__(config, ctx)
+        self.check_config(config)
+        train = config["train"]
         world = max(1, ctx.world_size)
         batch = int(train["batch_size"])
         if batch < 2 * world:

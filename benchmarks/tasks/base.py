@@ -65,6 +65,18 @@ class Task(abc.ABC):
         self.config = config
         self.ctx = ctx
 
+    # -- checks before launch (the engine calls both for every run of a sweep, also for --dry-run) -----
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any]) -> None:
+        """Static checks of a resolved config, without touching the disk: values the type check cannot judge
+        (names, ranges, combinations). Raise ``ConfigError`` naming the dotted key and what is valid."""
+
+    @classmethod
+    def check_data(cls, config: Mapping[str, Any]) -> None:
+        """Cheap on-disk checks: ``data.root`` and weight files exist and have the expected top-level files
+        and folders (never read the data itself). Raise ``ConfigError`` naming the key, the path and what was
+        expected."""
+
     # -- what every task implements -------------------------------------------------------------------
     @abc.abstractmethod
     def build_model(self) -> torch.nn.Module:
@@ -105,6 +117,11 @@ class Task(abc.ABC):
         if isinstance(batch, dict):
             return {k: self.to_device(v) for k, v in batch.items()}
         return batch
+
+    @classmethod
+    def fill_derived(cls, config: dict[str, Any]) -> None:
+        """Replace null defaults that stand for a value derived from other keys by that value, in a resolved
+        config (so that the run id hashes what is computed)."""
 
     @classmethod
     def config_warnings(cls, config: Mapping[str, Any]) -> list[str]:

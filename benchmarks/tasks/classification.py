@@ -25,8 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks.config.errors import ConfigError
-from benchmarks.models.vision import MODEL_DEFAULTS, SMALL_MODELS, build_model
+from benchmarks.config.errors import ConfigError, did_you_mean
+from benchmarks.models.vision import (MODEL_DEFAULTS, SMALL_MODELS, build_model, check_model_config,
+                                      check_weights_file)
 
 from .base import RunContext, Task
 
@@ -74,11 +75,9 @@ class Classification(Task):
             "eval_batch_size": None,  # null: train.batch_size
         },
     }
+    #: shrink only: the configured data set and model (a stratified 2 % of the validation split, >= 1 per class)
     smoke: ClassVar[Mapping[str, Any]] = {
-        "data.name": "digits",
-        "data.root": None,
-        "data.augment": None,
-        "data.val_fraction": 0.25,
+        "data.val_fraction": 0.02,
         "train.epochs": 1,
         "train.max_steps": 2,
         "train.batch_size": 16,
@@ -88,11 +87,16 @@ class Classification(Task):
 
     @classmethod
     def check_config(cls, config: Mapping[str, Any]) -> None:
-        """Static checks of a resolved config that need no data on disk (``data.root`` is checked at run time,
-        so that paper configs validate before ``--set data.root=...``). Raises ``ConfigError``."""
+        """Static checks of a resolved config that need no data on disk (``data.root`` is checked by
+        :meth:`check_data`). Raises ``ConfigError``."""
         data = config["data"]
         if data["name"] not in DATASETS:
-            raise ConfigError(f"data.name: {data['name']!r} is not a classification data set; valid: {DATASETS}")
+            raise ConfigError(f"data.name: {data['name']!r} is not a classification data set; valid: "
+                              f"{', '.join(DATASETS)}{did_you_mean(str(data['name']), DATASETS)}")
+        if data["name"] == "digits" and not 0.0 < float(data["val_size"]) < 1.0:
+            raise ConfigError(f"data.val_size must be in (0, 1) (the fraction of the digits held out), "
+                              f"got {data['val_size']}")
+        check_model_config(config["model"])
         cutmix = data.get("cutmix") or {}
         alpha, prob = float(cutmix.get("alpha", 1.0)), float(cutmix.get("prob", 0.0))
         if not 0.0 <= prob <= 1.0 or alpha <= 0:
@@ -121,9 +125,16 @@ class Classification(Task):
         return int(data["val_resize"] or round(int(data["image_size"]) * 256 / 224))
 
     @classmethod
+    def fill_derived(cls, config: dict[str, Any]) -> None:
+        # 224 resolves to 256, the old fixed default, so the ids of such runs did not change
+        data = config["data"]
+        if data.get("val_resize") is None and isinstance(data.get("image_size"), int):
+            config["data"] = {**data, "val_resize": round(data["image_size"] * 256 / 224)}
+
+    @classmethod
     def config_warnings(cls, config: Mapping[str, Any]) -> list[str]:
         data = config["data"]
-        if data["name"] != "imagefolder" or data["val_resize"] is None:
+        if data["name"] != "imagefolder":
             return []
         share = int(data["image_size"]) / cls.val_resize(data)
         if share >= 0.6:
@@ -132,6 +143,15 @@ class Classification(Task):
         return [f"data.val_resize={data['val_resize']} with data.image_size={data['image_size']}: the evaluation "
                 f"crop keeps only {share:.0%} of the image's shorter side (ImageNet's recipe keeps 88%); leave "
                 f"data.val_resize null for round(image_size * 256 / 224) = {round(int(data['image_size']) * 256 / 224)}"]
+
+    @classmethod
+    def check_data(cls, config: Mapping[str, Any]) -> None:
+        """imagefolder: ``data.root`` holds ``train/`` and ``val/``; a ``model.pretrained_path`` file exists."""
+        if config["data"]["name"] == "imagefolder":
+            from benchmarks.data.imagefolder import check_layout
+
+            check_layout(config["data"]["root"])
+        check_weights_file(config["model"].get("pretrained_path"))
 
     def __init__(self, config: Mapping[str, Any], ctx: RunContext):
         super().__init__(config, ctx)

@@ -29,7 +29,7 @@ from typing import Any, Callable, ClassVar, Iterator, Mapping
 
 import torch
 
-from benchmarks.config.errors import ConfigError
+from benchmarks.config.errors import ConfigError, did_you_mean
 from benchmarks.data import wikitext as wt
 
 from .base import RunContext, Task
@@ -133,11 +133,9 @@ class LanguageModel(Task):
             "eval_batch_size": 10,  # global number of evaluation streams
         },
     }
+    #: shrink only: the configured corpus (its first tokens) with a tiny model
     smoke: ClassVar[Mapping[str, Any]] = {
-        "data.name": "synthetic",
-        "data.root": None,
-        "data.synthetic_vocab": 100,
-        "data.synthetic_train_tokens": 20_000,
+        "data.max_train_tokens": 20_000,
         "data.max_eval_tokens": 2_000,
         "model.n_layer": 2,
         "model.d_model": 32,
@@ -158,15 +156,12 @@ class LanguageModel(Task):
     #: Transformer-XL's reference keeps the model with the best validation loss and reports its test perplexity
     selection_metric: ClassVar[str | None] = "val_ppl"
 
-    def __init__(self, config: Mapping[str, Any], ctx: RunContext):
-        super().__init__(config, ctx)
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any]) -> None:
         data, model, train = config["data"], config["model"], config["train"]
         if data["name"] not in DATASETS:
             raise ConfigError(f"data.name: {data['name']!r} is not a language-modelling data set; "
-                              f"valid: {', '.join(DATASETS)}")
-        if data["name"] != "synthetic" and not data["root"]:
-            raise ConfigError(f"data.root is required for data.name={data['name']!r}: the folder holding "
-                              "wiki.train.tokens, wiki.valid.tokens and wiki.test.tokens")
+                              f"valid: {', '.join(DATASETS)}{did_you_mean(str(data['name']), DATASETS)}")
         if model["name"] not in MODELS:
             raise ConfigError(f"model.name: {model['name']!r} is not a language model; valid: {', '.join(MODELS)}")
         for key in ("n_layer", "d_model", "n_head", "d_head", "d_inner", "tgt_len", "eval_tgt_len", "div_val"):
@@ -182,6 +177,38 @@ class LanguageModel(Task):
         for key in ("dropout", "dropatt"):
             if not 0.0 <= float(model[key]) < 1.0:
                 raise ConfigError(f"model.{key} must be in [0, 1), got {model[key]!r}")
+        if train["eval_batch_size"] is not None and int(train["eval_batch_size"]) < 1:
+            raise ConfigError(f"train.eval_batch_size must be >= 1, got {train['eval_batch_size']!r}")
+        for key in ("max_train_tokens", "max_eval_tokens"):
+            if data[key] is not None and int(data[key]) < 1:
+                raise ConfigError(f"data.{key} must be null or >= 1, got {data[key]!r}")
+
+    @classmethod
+    def check_data(cls, config: Mapping[str, Any]) -> None:
+        """WikiText: ``data.root`` (or ``data.root/<name>``) holds ``wiki.{train,valid,test}.tokens``."""
+        data = config["data"]
+        if data["name"] == "synthetic":
+            return  # written on first use (data.root is its output folder)
+        if not data["root"]:
+            raise ConfigError(f"data.root is required for data.name={data['name']!r}: the folder holding "
+                              "wiki.train.tokens, wiki.valid.tokens and wiki.test.tokens")
+        root = Path(data["root"]).expanduser()
+        if not root.is_dir():
+            what = "is not a folder" if root.exists() else "does not exist"
+            raise ConfigError(f"data.root: {root} {what} (data.name={data['name']}: the folder holding "
+                              "wiki.train.tokens, wiki.valid.tokens and wiki.test.tokens)")
+        try:
+            wt.resolve_root(root, name=data["name"])
+        except wt.MissingDataError as exc:
+            raise ConfigError(f"data.root: {exc}") from None
+
+    def __init__(self, config: Mapping[str, Any], ctx: RunContext):
+        super().__init__(config, ctx)
+        self.check_config(config)
+        data, train = config["data"], config["train"]
+        if data["name"] != "synthetic" and not data["root"]:
+            raise ConfigError(f"data.root is required for data.name={data['name']!r}: the folder holding "
+                              "wiki.train.tokens, wiki.valid.tokens and wiki.test.tokens")
         self.world = max(1, ctx.world_size)
         batch = int(train["batch_size"])
         if batch < 1 or batch % self.world:

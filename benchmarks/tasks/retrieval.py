@@ -26,18 +26,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmarks.config.errors import ConfigError
+from benchmarks.config.errors import ConfigError, did_you_mean
 from benchmarks.data.retrieval import (
+    DATASETS,
     ClassBalancedBatchSampler,
     ImageList,
     ImageListDataset,
     RandomBatchSampler,
     RetrievalData,
+    check_retrieval_layout,
     image_transforms,
     load_retrieval_data,
 )
 from benchmarks.metrics.retrieval import STANDARD_KS, nmi, recall_at_k
-from benchmarks.models.embedding import EmbeddingNet
+from benchmarks.models.embedding import BACKBONES, POOLS, EmbeddingNet
+from benchmarks.models.vision import check_weights_file
 
 from .base import RunContext, Task
 
@@ -109,12 +112,9 @@ class Retrieval(Task):
             "nmi": False,  # also report NMI (k-means over the test embeddings; slow for SOP)
         },
     }
+    #: shrink only: the configured data set, with a tiny backbone (so no pretrained weights; the configured
+    #: weights file is still checked before launch) and a few steps
     smoke: ClassVar[Mapping[str, Any]] = {
-        "data.name": "digits_retrieval",
-        "data.root": None,
-        "data.annotation": None,
-        "data.image_size": None,
-        "data.resize": None,
         "model.backbone": "tiny_cnn",
         "model.pretrained_path": None,
         "model.embedding_dim": 16,
@@ -133,31 +133,53 @@ class Retrieval(Task):
         "recall_at_50": "max", "recall_at_100": "max", "recall_at_1000": "max", "nmi": "max",
     }
 
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any]) -> None:
+        train, data, model = config["train"], config["data"], config["model"]
+        if data["name"] not in DATASETS:
+            raise ConfigError(f"data.name: unknown retrieval data set {data['name']!r}; valid: {', '.join(DATASETS)}"
+                              f"{did_you_mean(str(data['name']), DATASETS)}")
+        if model["backbone"] not in BACKBONES:
+            raise ConfigError(f"model.backbone: unknown backbone {model['backbone']!r}; valid: {', '.join(BACKBONES)}"
+                              f"{did_you_mean(str(model['backbone']), BACKBONES)}")
+        if model["pool"] not in POOLS:
+            raise ConfigError(f"model.pool: {model['pool']!r}; valid: {', '.join(POOLS)}")
+        if int(model["embedding_dim"]) < 1:
+            raise ConfigError(f"model.embedding_dim must be >= 1, got {model['embedding_dim']}")
+        if train["loss"] not in LOSSES:
+            raise ConfigError(f"train.loss: unknown loss {train['loss']!r}; valid: {', '.join(LOSSES)}")
+        m = int(train["samples_per_class"])
+        if m < 0 or m == 1 or (train["loss"] == "triplet" and m < 2):
+            raise ConfigError(f"train.samples_per_class must be >= 2 (class-balanced batches) or 0 (uniformly "
+                              f"shuffled; not with train.loss=triplet, whose anchors need a positive in the "
+                              f"batch), got {m}")
+        ks = train["recall_ks"] if train["recall_ks"] is not None else STANDARD_KS.get(data["name"], (1, 2, 4, 8))
+        if not isinstance(ks, (list, tuple)) or not ks or not all(isinstance(k, int) and k >= 1 for k in ks):
+            raise ConfigError(f"train.recall_ks must be a non-empty list of positive integers or null, got {ks!r}")
+        if int(train["eval_chunk_size"]) < 1:
+            raise ConfigError(f"train.eval_chunk_size must be >= 1, got {train['eval_chunk_size']}")
+        if int(train["freeze_backbone_epochs"]) < 0:
+            raise ConfigError(f"train.freeze_backbone_epochs must be >= 0, got {train['freeze_backbone_epochs']}")
+
+    @classmethod
+    def check_data(cls, config: Mapping[str, Any]) -> None:
+        """``data.root`` holds the data set's annotation files; ``model.pretrained_path`` exists."""
+        check_retrieval_layout(config["data"])
+        check_weights_file(config["model"].get("pretrained_path"))
+
     def __init__(self, config: Mapping[str, Any], ctx: RunContext):
         super().__init__(config, ctx)
         train, data = config["train"], config["data"]
         if ctx.world_size > 1:
             raise ConfigError("retrieval runs in one process: the losses mine pairs within the local batch, so "
                               "data-parallel training would change the recipe; use a single GPU")
-        if train["loss"] not in LOSSES:
-            raise ConfigError(f"train.loss: unknown loss {train['loss']!r}; valid: {', '.join(LOSSES)}")
+        self.check_config(config)
         self.loss_name: str = train["loss"]
         self.batch_size = int(train["batch_size"])
         self.eval_batch_size = int(train.get("eval_batch_size") or self.batch_size)
-        m = int(train["samples_per_class"])
-        if m < 0 or m == 1 or (self.loss_name == "triplet" and m < 2):
-            raise ConfigError(f"train.samples_per_class must be >= 2 (class-balanced batches) or 0 (uniformly "
-                              f"shuffled; not with train.loss=triplet, whose anchors need a positive in the "
-                              f"batch), got {m}")
-        self.samples_per_class: int | None = m or None
+        self.samples_per_class: int | None = int(train["samples_per_class"]) or None
         ks = train["recall_ks"] if train["recall_ks"] is not None else STANDARD_KS.get(data["name"], (1, 2, 4, 8))
-        if not isinstance(ks, (list, tuple)) or not ks or not all(isinstance(k, int) and k >= 1 for k in ks):
-            raise ConfigError(f"train.recall_ks must be a non-empty list of positive integers or null, got {ks!r}")
         self.recall_ks = tuple(int(k) for k in ks)
-        if int(train["eval_chunk_size"]) < 1:
-            raise ConfigError(f"train.eval_chunk_size must be >= 1, got {train['eval_chunk_size']}")
-        if int(train["freeze_backbone_epochs"]) < 0:
-            raise ConfigError(f"train.freeze_backbone_epochs must be >= 0, got {train['freeze_backbone_epochs']}")
         size, resize = _IMAGE_SIZE.get(data["name"], _DEFAULT_IMAGE_SIZE)
         self.image_size = int(data["image_size"] or size)
         self.resize = int(data["resize"] or round(self.image_size * resize / size))

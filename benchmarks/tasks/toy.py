@@ -189,12 +189,16 @@ def _positive(config: Mapping[str, Any], section: str, key: str) -> float:
 class _ToyTask(Task):
     """Shared parts: dummy batches (the objective has no data), steps per epoch from ``train.steps_per_epoch``."""
 
-    def __init__(self, config: Mapping[str, Any], ctx: RunContext):
-        super().__init__(config, ctx)
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any]) -> None:
         steps = config["train"]["steps_per_epoch"]
         if not (isinstance(steps, int) and steps >= 1):
             raise ConfigError(f"`train.steps_per_epoch` must be an integer >= 1, got {steps!r}")
         _positive(config, "model", "init_norm")
+
+    def __init__(self, config: Mapping[str, Any], ctx: RunContext):
+        super().__init__(config, ctx)
+        self.check_config(config)
 
     def steps_per_epoch(self) -> int:
         return int(self.config["train"]["steps_per_epoch"])
@@ -234,8 +238,9 @@ class Toy2D(_ToyTask):
         "max_norm": "min",
     }
 
-    def __init__(self, config: Mapping[str, Any], ctx: RunContext):
-        super().__init__(config, ctx)
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any]) -> None:
+        super().check_config(config)
         angle = config["data"]["init_angle_deg"]
         if not 0.0 <= angle < 180.0:
             raise ConfigError(
@@ -300,8 +305,9 @@ class Toy3D(_ToyTask):
         "steps_to_reach": "min",
     }
 
-    def __init__(self, config: Mapping[str, Any], ctx: RunContext):
-        super().__init__(config, ctx)
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any]) -> None:
+        super().check_config(config)
         d = config["data"]
         limit = SPHERE_ANGLE_SCALE * math.pi / 2
         for key in ("start_psi", "start_phi"):

@@ -149,3 +149,19 @@ def test_grid_errors(cfg, message):
     with pytest.raises(ConfigError) as info:
         expand(cfg)
     assert str(info.value) == message
+
+
+def test_configs_and_docs_cite_no_path_outside_the_repository():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    files = sorted(root.glob("configs/**/*.yaml")) + sorted(root.glob("docs/*.md"))
+    assert len(files) > 20
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        assert "/work/" not in text and "shared/paper" not in text, path
+        for base in re.findall(r"^base: ([^\s#]+)", text, re.M):
+            # docs show a file at the repository root or in configs/<family>/ inheriting a shared base
+            parents = [path.parent] if path.suffix == ".yaml" else [root, root / "configs" / "paper"]
+            assert any((parent / base).is_file() for parent in parents), (path, base)
