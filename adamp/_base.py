@@ -83,6 +83,27 @@ class ProjectedOptimizer(Optimizer):
     def _extra_defaults(self) -> dict[str, Any]:
         return {}
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's ``load_state_dict``, except that the state of half-precision params stays float32.
+
+        torch casts every floating state tensor to its param's dtype: the float32 moments of an fp16/bf16
+        param would come back rounded to half precision (fp16 flushes small second moments to zero) and the
+        resumed run would differ from the uninterrupted one. The saved tensors are put back in float32
+        instead; half-precision state (the official package's, or torch's own) is upcast, so it loads too.
+        """
+        saved_state = state_dict["state"]
+        saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
+        super().load_state_dict(state_dict)
+        params = [p for group in self.param_groups for p in group["params"]]
+        for saved_id, p in zip(saved_ids, params):
+            if p.dtype not in LOW_PRECISION or saved_id not in saved_state:
+                continue
+            state = self.state[p]
+            for key, value in saved_state[saved_id].items():
+                if key != "step" and isinstance(value, Tensor) and value.is_floating_point():
+                    # a copy, as torch's cast makes one: the state must not alias the caller's dict
+                    state[key] = value.to(device=p.device, dtype=state_dtype(p), copy=True)
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimisation step; ``closure`` re-evaluates the model and returns the loss."""

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ._base import LOW_PRECISION, projectable, state_dtype
+from ._multi_tensor import plain
 
 COMPILE_OPTIONS: dict[str, Any] = {"fullgraph": True}
 #: Compile the batched (segmented) projection instead of the per-tensor one: a constant number of kernels
@@ -50,6 +51,8 @@ def use_triton(params: list[Tensor]) -> bool:
                          f"{', '.join(map(repr, BACKENDS))}")
     if BACKEND != "triton" or not params or torch.compiler.is_compiling():
         return False  # a step compiled by the caller traces the inductor formulation instead
+    if not plain(params):
+        return False  # the kernels address plain memory; a DTensor shard is compiled by inductor instead
     from . import _triton
 
     return _triton.available(params[0].device)
@@ -60,8 +63,8 @@ def segmented_layout(params: list[Tensor], delta: float):
     from ._segmented import layout_for
 
     multi = [p for p in params if projectable(p)]
-    if not multi:
-        return None
+    if not multi or not plain(multi):
+        return None  # no layout: the per-tensor projection (which tensor subclasses such as DTensor need)
     dtype = state_dtype(multi[0])
     return layout_for([tuple(p.shape) for p in multi], multi[0].device, dtype, delta)
 

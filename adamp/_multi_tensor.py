@@ -53,6 +53,13 @@ def work_copies(params: list[Tensor], grads: list[Tensor], maximize: bool) -> tu
     return params, grads
 
 
+def plain(tensors: Sequence[Tensor]) -> bool:
+    """Whether all are plain tensors, not a subclass such as an FSDP2 (DTensor) shard: the batched projection
+    and the Triton kernels address plain memory; subclasses take the per-tensor formulation, made of ordinary
+    ops they implement."""
+    return all(type(t) in (Tensor, torch.nn.Parameter) for t in tensors)
+
+
 def split_by_ndim(indices: list[int], params: list[Tensor]) -> tuple[list[int], list[int]]:
     """Indices of tensors the projection applies to (ndim >= 2, not empty) and the rest."""
     multi = [i for i in indices if projectable(params[i])]

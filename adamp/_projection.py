@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._base import projectable
+from ._multi_tensor import plain as _plain
 from ._segmented import apply_decay_, segmented_projection
 
 
@@ -46,7 +47,14 @@ def single_tensor_projection(p: Tensor, grad: Tensor, update: Tensor, delta: flo
     ``F.cosine_similarity``, normalised weight ``p / (||p_row|| + eps)``, then ``u -= p_n * sum(p_n * u)``),
     so in float64 it agrees with the reference to rounding. Both candidate projections are computed and the
     one that applies is selected on the device.
+
+    A tensor subclass (e.g. an FSDP2 / DTensor shard) takes :func:`multi_tensor_projection` instead: the
+    layer view's ``reshape(1, -1)`` cannot flatten a tensor sharded unevenly along dim 0, and an in-place op
+    on the pending cross-rank sum of a sharded reduction is refused. Its layer sums are sums of row sums, so
+    the only collectives are those of the row reductions and the max.
     """
+    if not _plain([p, grad, update]):
+        return multi_tensor_projection([p], [grad], [update], delta, eps)[0]
     channels = p.shape[0]
     w_rows, g_rows = p.reshape(channels, -1), grad.reshape(channels, -1)
     w_flat, g_flat = p.reshape(1, -1), grad.reshape(1, -1)
@@ -168,12 +176,6 @@ SEGMENTED_DEVICES = ("cuda", "xpu")
 def use_segmented(device: torch.device) -> bool:
     """Whether the eager multi-tensor path projects tensors on ``device`` with the batched projection."""
     return SEGMENTED if SEGMENTED is not None else device.type in SEGMENTED_DEVICES
-
-
-def _plain(tensors: list[Tensor]) -> bool:
-    # The batched projection writes every tensor into one flat buffer of plain memory; tensor subclasses
-    # (e.g. DTensor shards) keep the per-tensor formulation, made of ordinary ops they implement.
-    return all(type(t) in (Tensor, torch.nn.Parameter) for t in tensors)
 
 
 def project_and_decay_(params: list[Tensor], grads: list[Tensor], updates: list[Tensor], delta: float,

@@ -37,7 +37,8 @@ class SGDP(ProjectedOptimizer):
 
     Args:
         params: iterable of parameters or param-group dicts.
-        lr: learning rate :math:`\eta` (required).
+        lr: learning rate :math:`\eta`; required unless every param group sets its own ``lr`` (as in
+            :class:`torch.optim.SGD`).
         momentum: momentum factor :math:`\mu` (default 0).
         dampening: dampening :math:`\tau`, applied from the first step (default 0).
         weight_decay: decoupled decay :math:`\lambda` (default 0); needs ``momentum < 1``.
@@ -71,9 +72,8 @@ class SGDP(ProjectedOptimizer):
         foreach: bool | None = None,
         fused: bool | None = None,
     ):
-        if lr is required:
-            raise ValueError("Invalid lr: SGDP requires a learning rate (lr=...)")
-        check_number("lr", lr)
+        if lr is not required:  # like torch's SGD: without a default, every param group must set its own
+            check_number("lr", lr)
         check_number("momentum", momentum)
         check_number("dampening", dampening)
         check_number("weight_decay", weight_decay)
@@ -91,6 +91,16 @@ class SGDP(ProjectedOptimizer):
 
     def _extra_defaults(self) -> dict[str, Any]:
         return {"project_buffer": True}
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch's ``add_param_group``, with the learning rate checked per group (torch's ``required``)."""
+        if isinstance(param_group, dict):
+            if "lr" in param_group:
+                check_number("lr", param_group["lr"])
+            elif self.defaults.get("lr") is required:
+                raise ValueError(f"Invalid lr: SGDP requires a learning rate: pass lr=... or set 'lr' in every "
+                                 f"param group (param group {len(self.param_groups)} has none)")
+        super().add_param_group(param_group)
 
     def _step_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> None:
         if group["weight_decay"] > 0 and group["momentum"] >= 1:

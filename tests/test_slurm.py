@@ -11,6 +11,7 @@ import json
 import os
 import pickle
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -389,3 +390,89 @@ def test_multi_task_job_trains_with_ddp(tmp_path: Path) -> None:
     assert sorted((r["rank"], r["world_size"], r["status"]) for r in results) == [(0, 2, "done"), (1, 2, "done")]
     record = _record(spec)
     assert record["status"] == "done" and record["env"]["world_size"] == 2
+
+
+_LOCAL_RANK = """
+import json, sys
+from pathlib import Path
+from benchmarks.engine.spec import RunSpec, execute_run
+spec = json.loads(Path(sys.argv[1]).read_text())
+print(execute_run(RunSpec(run_id=spec["run_id"], config=spec["config"], out_dir=Path(spec["out_dir"]))))
+"""
+
+
+def _two_local_ranks(spec: RunSpec, tmp: Path) -> None:
+    """The same run as 2 DDP processes started here (WORLD_SIZE/RANK/MASTER_* as torchrun sets them)."""
+    import socket
+
+    spec_file = tmp / "reference-spec.json"
+    spec_file.write_text(json.dumps({"run_id": spec.run_id, "config": spec.config, "out_dir": str(spec.out_dir)}))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    repo = Path(__file__).resolve().parents[1]
+    procs = [subprocess.Popen(
+        [sys.executable, "-c", _LOCAL_RANK, str(spec_file)], cwd=repo, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(repo), "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank),
+             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"})
+        for rank in range(2)]
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=240)
+            assert proc.returncode == 0 and out.strip().endswith("done"), err[-3000:]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=30)
+
+
+@pytest.mark.slurm
+@needs_slurm
+@pytest.mark.timeout(420)
+def test_multi_task_ddp_job_requeued_mid_run_resumes_exactly(tmp_path: Path) -> None:
+    """tasks_per_node=2 (2 DDP ranks, gloo): the job is requeued (``scontrol requeue``: both ranks killed)
+    after its first checkpoint, starts again on 2 ranks, resumes, and ends with the metrics and weights of
+    the same run on 2 ranks never interrupted."""
+    # sleep_s stretches the run (32 steps) to several seconds, so that the requeue lands mid-way
+    spec = _spec(tmp_path / "out", seed=5, sleep_s=0.2, slurm_section={"time": 5, "tasks_per_node": 2})
+    executor = SlurmExecutor({"slurm_partition": os.environ.get("BENCHMARKS_SLURM_PARTITION") or None})
+    entries = executor.launch([spec], tmp_path / "out" / "sweeps" / "ddp")
+    job_id = entries[0]["job_id"]
+    try:
+        _wait(lambda: (spec.run_dir / "checkpoint.pt").exists(), 180, "the first checkpoint of the DDP job")
+        assert _record(spec).get("status") == "running"
+        subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
+        reference = _spec(tmp_path / "reference", seed=5, sleep_s=0.2, slurm_section={"time": 5, "tasks_per_node": 2})
+        _two_local_ranks(reference, tmp_path)  # meanwhile (the requeued job waits ~20 s to start again)
+        _wait(lambda: _record(spec).get("status") == "done", 300, "the requeued DDP job to finish", interval=1.0)
+    finally:
+        subprocess.run(["scancel", job_id], timeout=30)
+    record, ref_record = _record(spec), _record(reference)
+    assert record["env"]["world_size"] == ref_record["env"]["world_size"] == 2
+    assert record["attempt"] >= 2 and record["timing"]["resumed_from_step"] >= 4, record["timing"]
+    assert "REQUEUED" in _sacct_states(job_id)
+    assert record["metrics"] == ref_record["metrics"]  # exact
+    got = torch.load(spec.run_dir / "checkpoint.pt", weights_only=True)
+    want = torch.load(reference.run_dir / "checkpoint.pt", weights_only=True)
+    assert got["step"] == want["step"] == 32
+    for name in got["model"]:
+        assert torch.equal(got["model"][name], want["model"][name]), name
+    _assert_same(got["optimizer"], want["optimizer"], "optimizer")
+    _assert_same(got["scheduler"], want["scheduler"], "scheduler")
+
+
+def _assert_same(a, b, where: str) -> None:
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _assert_same(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where

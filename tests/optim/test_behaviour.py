@@ -233,7 +233,8 @@ ERRORS = [
     (adamp.AdamP, dict(delta=-0.1), "Invalid delta: -0.1; expected a number >= 0.0"),
     (adamp.AdamP, dict(wd_ratio=1.5), "Invalid wd_ratio: 1.5; expected a number in [0.0, 1.0]"),
     (adamp.AdamP, dict(lr="fast"), "Invalid lr: 'fast'; expected a number"),
-    (adamp.SGDP, dict(), "Invalid lr: SGDP requires a learning rate (lr=...)"),
+    (adamp.SGDP, dict(), "Invalid lr: SGDP requires a learning rate: pass lr=... or set 'lr' in every param "
+     "group (param group 0 has none)"),
     (adamp.SGDP, dict(lr=0.1, momentum=-0.9), "Invalid momentum: -0.9; expected a number >= 0.0"),
     (adamp.SGDP, dict(lr=0.1, momentum=1.0, weight_decay=1e-4),
      "Invalid momentum: 1.0 with weight_decay=0.0001; SGDP divides the decay by (1 - momentum), so "
