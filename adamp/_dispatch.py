@@ -68,7 +68,7 @@ def choose(device_type: str, triton_available: bool, foreach: bool | None, fused
     if not triton_available:
         return Choice("foreach", None, f"{asked}, but the Triton kernels cannot run on {device_type} (no "
                                        "Triton, or not a CUDA device); ADAMP_FUSED_BACKEND=inductor compiles "
-                                       "the step instead", fallback=bool(fused))
+                                       "the step instead", fallback=True)
     if not plain_tensors:
         return Choice("foreach", None, f"{asked}, but the group holds tensor subclasses (e.g. DTensor), which "
                                        "the Triton kernels do not take", fallback=True)
