@@ -209,3 +209,41 @@ def test_plan_is_rebuilt_when_what_it_was_built_from_changes(change, counted):
     assert counted["build"] == (1 if change == "grad moved" else 2)
     assert max_rel_diff(single, kernels) <= 1e-12
     assert max_rel_diff(extra[1:], extra[:1]) <= 1e-12
+
+
+# --- on a CUDA device (the GPU check runs these) ---------------------------------------------------------------
+
+def _convnet(device):
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, bias=False), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, bias=False), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 4)).to(device, torch.float64)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on the GPU machine)")
+@pytest.mark.parametrize("cls,kw", OPTIMIZERS, ids=["AdamP", "SGDP"])
+def test_cuda_default_runs_the_cached_kernels_without_a_sync_and_matches_single(cls, kw, counted):
+    """The CUDA default: the Triton kernels through one cached plan (autograd's grads come back at the same
+    addresses step after step), no device-to-host synchronisation after the first step, and the result of
+    the single-tensor path (float64)."""
+    assert _triton.available(torch.device("cuda"))
+    x = torch.randn(8, 3, 10, 10, device="cuda", dtype=torch.float64)
+    y = torch.randint(0, 4, (8,), device="cuda")
+    results = []
+    for flags in ({}, {"foreach": False}):
+        model = _convnet("cuda")
+        opt = cls(model.parameters(), **kw, **flags)
+        for step in range(4):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            if step > 0 and not flags:
+                torch.cuda.set_sync_debug_mode("error")
+            try:
+                opt.step()
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        if not flags:
+            assert counted == {"build": 1, "launch": 4}
+        results.append(list(model.parameters()))
+    assert max_rel_diff(*results) <= 1e-12
