@@ -50,13 +50,15 @@ class AdamP(ProjectedOptimizer):
         wd_ratio: factor applied to the decay of tensors that were projected (default 0.1).
         nesterov: Nesterov-style update direction (default False).
         maximize: maximise the objective instead of minimising it (default False).
-        foreach: use the multi-tensor implementation; ``None`` picks it where torch's optimizers do
-            (CUDA and other native devices, not the CPU). On CUDA and XPU it projects all tensors at once
-            (segmented reductions, a number of kernel launches that does not grow with the number of
-            tensors), elsewhere tensor by tensor (``adamp._projection.SEGMENTED`` forces either).
-        fused: use the compiled (``torch.compile``) implementation; works on CPU and GPU. With
-            ``adamp._fused.BACKEND = "triton"`` it runs hand-written Triton kernels on CUDA instead (three
-            launches per step; experimental until timed on a GPU).
+        foreach: ``True``: the multi-tensor implementation (on CUDA and XPU it projects all tensors at once
+            with segmented reductions, elsewhere tensor by tensor; ``adamp._projection.SEGMENTED`` forces
+            either); ``False``: the single-tensor one.
+        fused: ``True``: the Triton kernels (:mod:`adamp._triton`, four launches per step for all groups of a
+            device and dtype) where they run (CUDA with Triton), else the multi-tensor implementation, with
+            a warning; the ``torch.compile``-d step only with ``ADAMP_FUSED_BACKEND=inductor``.
+            With neither flag set (default): the Triton kernels on CUDA, the multi-tensor implementation on
+            the CPU (see ``adamp/_dispatch.py`` and docs/performance.md). The choice and its reason are logged
+            once per optimizer (logger ``"adamp"``); a fallback from the kernels is also a warning.
 
     Half-precision (fp16/bf16) params keep their state in float32 and are updated with float32 math.
     ``step()`` never synchronises the device with the host.
