@@ -39,7 +39,7 @@ run() {
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu_check.log"
 run 120 python3 -m pytest -q -p no:cacheprovider tests/optim/test_defaults.py tests/optim/test_behaviour.py \
-    tests/optim/test_triton.py -k "cuda and not segmented"
+    tests/optim/test_triton.py -k "cuda and not fused-segmented"
 run 110 python3 -m benchmarks.bench_step --models resnet50 --skip inductor --rounds 5 --steps 5 --warmup 2 \
     --out "$out/step"
 run 120 python3 -m benchmarks.bench_step --models vit_b16,efficientnet_b0,transformer_24x1024,transformer_xl_wt103 \
