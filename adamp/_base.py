@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -72,6 +74,7 @@ class ProjectedOptimizer(Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        self._plan = None
         for group in self.param_groups:
             group.setdefault("maximize", False)
             group.setdefault("foreach", None)
@@ -111,11 +114,72 @@ class ProjectedOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        plan = getattr(self, "_plan", None)
+        if plan is not None and plan.valid():  # the Triton step with every launch input cached
+            plan.run()
+            return loss
+        self._plan = None
+        kernels, complete = [], True
         for group in self.param_groups:
             params, grads = self._params_with_grad(group)
-            if params:
+            complete = complete and len(params) == len(group["params"])
+            if not params:
+                continue
+            choice = self._choice(group, params)
+            if choice.backend == "triton" and not torch.compiler.is_compiling():
+                kernels.append((group, params, grads))
+            else:
+                complete = False
                 self._step_group(group, params, grads)
+        if kernels:
+            from . import _plan
+
+            plan, declined = _plan.build(self, kernels)
+            plan.run()
+            for group, params, grads in declined:  # layouts the kernels do not take: the fused path's fallback
+                self._step_group(group, params, grads)
+            if complete and not declined:
+                self._plan = plan
         return loss
+
+    def _choice(self, group: dict[str, Any], params: list[Tensor]):
+        """Which implementation runs this group (adamp._dispatch.choose), said once per optimizer."""
+        from . import _dispatch, _fused, _triton
+
+        device = params[0].device
+        choice = _dispatch.choose(
+            device.type, _triton.available(device), group.get("foreach"), group.get("fused"), _triton.plain(params),
+            _fused.backend(), torch_foreach_default=device.type in ("cpu", "cuda") or default_to_foreach(params))
+        self._report(choice.label, choice.reason, choice.fallback)
+        return choice
+
+    def _report(self, impl: str, why: str, fallback: bool = False) -> None:
+        """Say once per optimizer which implementation runs and why: a log line (logger "adamp"), and a
+        warning when it is not the one asked for (fused=True, or the CUDA default, running another)."""
+        said = self.__dict__.setdefault("_said", set())
+        if (impl, why) in said:
+            return
+        said.add((impl, why))
+        message = f"{self._name}: the {impl} implementation runs: {why}"
+        logging.getLogger("adamp").info(message)
+        if fallback:
+            warnings.warn(message, stacklevel=4)
+
+    # The Triton step of a whole optimizer (adamp/_plan.py): what each optimizer provides.
+    _triton_algo: int = -1
+    #: group keys the scalar table is computed from, and those the tables' structure depends on
+    _plan_scalar_keys: tuple[str, ...] = ()
+    _plan_structural: tuple[str, ...] = ("delta", "nesterov", "maximize", "foreach", "fused")
+
+    def _plan_state(self, group: dict[str, Any], params: list[Tensor]):
+        """(state 1, state 2, step counts before this step or None) of ``params``, created if missing."""
+        raise NotImplementedError
+
+    def _plan_flags(self, group: dict[str, Any]) -> tuple[bool, bool, bool]:
+        return bool(group["nesterov"]), bool(group["maximize"]), bool(group.get("project_buffer", True))
+
+    def _plan_scalars(self, group: dict[str, Any], step: int | None) -> list[float]:
+        raise NotImplementedError
 
     def _step_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> None:
         raise NotImplementedError
@@ -151,9 +215,4 @@ class ProjectedOptimizer(Optimizer):
         return value
 
     def _implementation(self, group: dict[str, Any], params: list[Tensor]) -> str:
-        if group.get("fused"):
-            return "fused"
-        foreach = group.get("foreach")
-        if foreach is None:
-            foreach = default_to_foreach(params)
-        return "foreach" if foreach else "single"
+        return self._choice(group, params).impl

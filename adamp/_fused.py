@@ -1,6 +1,7 @@
-"""The fused implementations: the multi-tensor implementation compiled with ``torch.compile``.
+"""The fused implementations: the Triton kernels of :mod:`adamp._triton` (``BACKEND = "triton"``, the
+default) or the multi-tensor implementation compiled with ``torch.compile`` (``BACKEND = "inductor"``).
 
-Inductor lowers the ``_foreach_*`` arithmetic into horizontally fused kernels over all tensors of a
+With inductor: it lowers the ``_foreach_*`` arithmetic into horizontally fused kernels over all tensors of a
 group, fuses each tensor's four row reductions (``g·w``, ``g·g``, ``w·w``, ``w·u``) into one kernel, and
 keeps everything on the device, so nothing is synchronised with the host. It runs wherever inductor runs:
 Triton on GPUs, C++/OpenMP on the CPU (which is how CI tests it). The first step of each distinct group
@@ -12,6 +13,7 @@ of shapes compiles (seconds to a minute); later steps reuse the compiled code.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -25,13 +27,15 @@ COMPILE_OPTIONS: dict[str, Any] = {"fullgraph": True}
 #: per step instead of a few per weight tensor. Off by default until it has been timed on a GPU
 #: (``python -m benchmarks.bench_step`` times both); tested on the CPU either way.
 SEGMENTED = False
-#: "inductor" (default): the multi-tensor step compiled by torch.compile. "triton": hand-written Triton
-#: kernels (:mod:`adamp._triton`), three launches per group whatever the number of tensors; used on CUDA
-#: devices (and on the CPU under ``TRITON_INTERPRET=1``, how the tests run it), "inductor" elsewhere.
-#: Off by default until it has been timed on a GPU (``python -m benchmarks.bench_step`` times both).
-#: The environment variable ``ADAMP_FUSED_BACKEND`` sets it without code (e.g. for a whole sweep).
+#: What ``fused=True`` (and the CUDA default) runs. "triton" (default): hand-written Triton kernels
+#: (:mod:`adamp._triton`), four launches per step whatever the number of tensors, on CUDA devices (and on
+#: the CPU under ``TRITON_INTERPRET=1``, how the tests run them); where they cannot run (no Triton, another
+#: device, tensor subclasses, layouts they decline) the eager multi-tensor path runs instead, never a
+#: compilation. "inductor": the multi-tensor step compiled by ``torch.compile`` (seconds to minutes of
+#: compilation on the first step of every distinct group; on any device inductor supports). The
+#: environment variable ``ADAMP_FUSED_BACKEND`` sets it without code (e.g. for a whole sweep).
 BACKENDS = ("inductor", "triton")
-BACKEND = os.environ.get("ADAMP_FUSED_BACKEND", "inductor")
+BACKEND = os.environ.get("ADAMP_FUSED_BACKEND", "triton")
 _COMPILED: dict[tuple[str, str], Callable] = {}
 
 
@@ -43,19 +47,45 @@ def compiled(kind: str, fn: Callable) -> Callable:
     return _COMPILED[key]
 
 
-def use_triton(params: list[Tensor]) -> bool:
-    """Whether this group of one device and dtype should try the Triton kernels (``BACKEND``); they still
-    decline tensor layouts they do not handle (``adamp._triton.step`` returns False)."""
+def backend() -> str:
+    """``BACKEND``, checked."""
     if BACKEND not in BACKENDS:
         raise ValueError(f"adamp._fused.BACKEND (or ADAMP_FUSED_BACKEND) is {BACKEND!r}; expected one of "
                          f"{', '.join(map(repr, BACKENDS))}")
-    if BACKEND != "triton" or not params or torch.compiler.is_compiling():
-        return False  # a step compiled by the caller traces the inductor formulation instead
-    if not plain(params):
-        return False  # the kernels address plain memory; a DTensor shard is compiled by inductor instead
+    return BACKEND
+
+
+def mode(params: list[Tensor]) -> tuple[str, str]:
+    """How the fused path runs this group of one device and dtype: ("triton" | "inductor" | "eager", why).
+    "eager" is the uncompiled multi-tensor step (the Triton kernels cannot run here); the Triton kernels may
+    still decline the tensors' layout at launch (``adamp._triton.step`` returns False), also eager then."""
+    chosen = backend()
+    if torch.compiler.is_compiling():
+        return "inductor", "inside a step compiled by the caller"  # traced like the rest of the caller's graph
+    if chosen == "inductor":
+        return "inductor", "ADAMP_FUSED_BACKEND=inductor"
     from . import _triton
 
-    return _triton.available(params[0].device)
+    if not params or not _triton.available(params[0].device):
+        where = params[0].device.type if params else "?"
+        return "eager", f"the Triton kernels cannot run on {where} (no Triton, or not a CUDA device)"
+    if not _triton.plain(params):
+        return "eager", "tensor subclasses (e.g. DTensor) are not taken by the Triton kernels"
+    return "triton", "the Triton kernels"
+
+
+_WARNED: set[str] = set()
+
+
+def report(to, impl: str, why: str) -> None:
+    """Say that a fused step runs ``impl`` instead, and why: to the optimizer's ``to(impl, why)`` (which says
+    it once per optimizer), or as a warning once per process for functional calls."""
+    if to is not None:
+        to(impl, why, True)
+        return
+    if why not in _WARNED:
+        _WARNED.add(why)
+        warnings.warn(f"adamp fused step: runs the {impl} implementation: {why}", stacklevel=4)
 
 
 def segmented_layout(params: list[Tensor], delta: float):

@@ -1,16 +1,20 @@
-"""Triton kernels of the fused path: three launches per param group and step, whatever the number of tensors.
+"""Triton kernels of the fused path: four launches per step for all tensors of one device and dtype (all
+param groups whose flags agree), whatever the number of tensors.
 
 1. ``_stats_kernel`` (one program per tile of rows) updates the optimizer state in place, forms the update
    direction in registers and reduces, per row, ``g·w``, ``g·g``, ``w·w`` and ``w·u``;
-2. ``_decide_kernel`` (one program per tensor) runs the scale-invariance test of both views from those row
-   sums (the layer view's sums are the sums of the row sums), and writes every row's projection coefficient
-   and the tensor's weight-decay factor;
-3. ``_apply_kernel`` (one program per tile) forms the update direction again from the new state (cheaper
+2. ``_rows_kernel`` (one program per block of ``BLOCK_T`` rows of one tensor) adds each row's sums from its
+   pieces, writes the row's channel-view coefficient and the block's partials for the test;
+3. ``_decide_kernel`` (one program per tensor) runs the scale-invariance test of both views from the blocks'
+   partials (the layer view's sums are the sums of the row sums) and writes which view fired, the layer
+   view's coefficient and the tensor's weight-decay factor;
+4. ``_apply_kernel`` (one program per tile) forms the update direction again from the new state (cheaper
    than storing it: no temporary of the parameters' size), projects it and steps the weights.
 
 That is two passes over params, grads and state, the floor for a rule whose step depends on a reduction
-over the whole tensor; the temporaries are four numbers per row and one per tensor. Nothing is read back
-to the host.
+over the whole tensor; the temporaries are a few numbers per row and per tensor. Nothing is read back to
+the host. Every per-tensor input (scalars included) is read from tables, so param groups with different
+hyper-parameters share one launch sequence (each tensor reads its group's row of the scalar table).
 
 Tensors are reached through a table of addresses (one ``int64`` per tensor and role), so one launch serves
 tensors of any shapes. Each tensor is seen as ``rows x row_length`` (dim 0 by the rest, as in the official
@@ -19,8 +23,8 @@ channel view; a tensor with fewer than two dims is one row). Rows longer than ``
 then added from its pieces in a fixed order, so results do not depend on scheduling (no atomics).
 
 The kernels need every tensor of a group to be laid out like its parameter with dim 0 outermost (contiguous
-or channels_last, grads and state alike); :func:`supported` checks that (once per set of addresses) and the
-caller falls back to the inductor path otherwise. On the CPU they run only under Triton's interpreter
+or channels_last, grads and state alike) and plain (no tensor subclass); :func:`supported` and :func:`plain`
+check that and the caller falls back to the multi-tensor path otherwise. On the CPU they run only under Triton's interpreter
 (``TRITON_INTERPRET=1`` set before triton is imported), which is how the tests check them without a GPU;
 ``scripts/triton_aot_check.py`` compiles them for a GPU architecture without one.
 """
@@ -35,7 +39,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._multi_tensor import device_table, stream_key
+from ._multi_tensor import device_table, plain, stream_key
 
 try:
     import triton
@@ -50,17 +54,21 @@ BLOCK_R = 4
 BLOCK_C = 256
 #: Longest virtual row (a multiple of BLOCK_C): bounds the work of one program.
 CHUNK = 2048
-#: Rows per iteration of the per-tensor kernel. One program walks all rows of its tensor (twice), so a
-#: 50k-row embedding takes about 100 iterations; 512 rows use 71 registers in float32 (1024: 128).
+#: Rows per program of the row kernel (one row block): a 267,735-row word embedding is 523 programs, not
+#: one program walking all its rows (the first version did that, twice); 512 rows use 71 registers in float32.
 BLOCK_T = 512
+#: Row blocks per iteration of the per-tensor decision kernel (which only combines the blocks' partials).
+BLOCK_B = 256
 NUM_WARPS = 4
 
 # The tables the kernels read (their column order is spelled out in the kernels):
-#   meta   (tensors, 6) int64: rows, row length, pieces per row, first row, first piece, projected (>= 2-D)
+#   meta   (tensors, META) int64: rows, row length, pieces per row, first row, first piece, projected (>= 2-D),
+#          row of the scalar table, first row block, row blocks
 #   tiles  (tiles, 2) int64: tensor, first virtual row
+#   blocks (row blocks, 2) int64: tensor, first row
 #   addr   (tensors, 4) int64: addresses of param, grad, state 1, state 2
-#   scal   (9,) float64: see ``step``; loaded in the math dtype (Python computes them in double precision,
-#          as the other paths do; kernel float arguments would be rounded to float32 on the way in)
+#   scal   (scalar rows, 9) float64: see ``step``; loaded in the math dtype (Python computes them in double
+#          precision, as the other paths do; kernel float arguments would be rounded to float32 on the way in)
 ADAMP, SGDP = 0, 1
 
 
@@ -97,46 +105,72 @@ def supported(params: list[Tensor], *others: list[Tensor]) -> bool:
     return True
 
 
-@dataclass(frozen=True)
+#: Columns of the per-tensor table ``meta`` (see below).
+META = 9
+
+
+@dataclass
 class Layout:
     n_tensors: int
     n_tiles: int
     n_rows: int
     n_pieces: int
-    meta: Tensor  # (T, 6) int64
+    n_blocks: int
+    meta: Tensor  # (T, META) int64
     tiles: Tensor  # (n_tiles, 2) int64: tensor, first virtual row
+    blocks: Tensor  # (n_blocks, 2) int64: tensor, first row (row blocks of the decision)
     bounds: Tensor  # (T, 2) math dtype: delta / sqrt(row length), delta / sqrt(numel)
+    #: scratch of the kernels (row sums, row coefficients, block partials, per-tensor decisions), allocated
+    #: on first use and kept: launches on one stream run in order, so one step's scratch is free for the next
+    workspace: tuple[Tensor, ...] | None = None
+
+    def scratch(self, math_dtype: torch.dtype, device: torch.device) -> tuple[Tensor, ...]:
+        if self.workspace is None:
+            self.workspace = (torch.empty((max(self.n_pieces, 1), 4), dtype=math_dtype, device=device),
+                              torch.empty(max(self.n_rows, 1), dtype=math_dtype, device=device),
+                              torch.empty((max(self.n_blocks, 1), 5), dtype=math_dtype, device=device),
+                              torch.empty((max(self.n_tensors, 1), 3), dtype=math_dtype, device=device))
+        return self.workspace
 
 
 _LAYOUTS: dict[tuple, Layout] = {}
 
 
-def layout_for(params: list[Tensor], math_dtype: torch.dtype, delta: float) -> Layout:
-    """The (cached) tables describing tensors of these shapes."""
+def layout_for(params: list[Tensor], math_dtype: torch.dtype, delta: float | list[float],
+               scalar_rows: list[int] | None = None) -> Layout:
+    """The (cached) tables describing tensors of these shapes. ``delta`` and ``scalar_rows`` (the row of the
+    scalar table each tensor reads: its param group and step count) may be given per tensor, so that one
+    launch sequence serves several param groups."""
     device = params[0].device
     shapes = tuple(tuple(p.shape) for p in params)
-    key = (device, stream_key(device), math_dtype, delta, shapes, BLOCK_R, CHUNK)
+    deltas = tuple(delta) if isinstance(delta, (list, tuple)) else (delta,) * len(shapes)
+    srows = tuple(scalar_rows) if scalar_rows is not None else (0,) * len(shapes)
+    key = (device, stream_key(device), math_dtype, deltas, srows, shapes, BLOCK_R, CHUNK, BLOCK_T)
     layout = _LAYOUTS.get(key)
     if layout is not None:
         return layout
-    meta, tiles, bounds = [], [], []
+    meta, tiles, blocks, bounds = [], [], [], []
     row_base = piece_base = 0
-    for t, shape in enumerate(shapes):
+    for t, (shape, d, srow) in enumerate(zip(shapes, deltas, srows)):
         numel = math.prod(shape)
         multi = len(shape) >= 2
         rows = (shape[0] if multi else 1) if numel else 0  # an empty tensor: no rows, no tiles
         length = numel // rows if rows else 0
         pieces = max(1, -(-length // CHUNK))
-        meta.append([rows, length, pieces, row_base, piece_base, int(multi)])
+        first_block = len(blocks)
+        blocks.extend([t, r] for r in range(0, rows, BLOCK_T))
+        meta.append([rows, length, pieces, row_base, piece_base, int(multi), srow, first_block,
+                     len(blocks) - first_block])
         tiles.extend([t, v] for v in range(0, rows * pieces, BLOCK_R))
         # As in the official code: the bound in double precision, compared in the tensor's dtype.
-        bounds.append([delta / math.sqrt(max(length, 1)), delta / math.sqrt(max(numel, 1))])
+        bounds.append([d / math.sqrt(max(length, 1)), d / math.sqrt(max(numel, 1))])
         row_base += rows
         piece_base += rows * pieces
     layout = Layout(
-        n_tensors=len(shapes), n_tiles=len(tiles), n_rows=row_base, n_pieces=piece_base,
+        n_tensors=len(shapes), n_tiles=len(tiles), n_rows=row_base, n_pieces=piece_base, n_blocks=len(blocks),
         meta=device_table(meta, torch.int64, device),
         tiles=device_table(tiles or [[0, 0]], torch.int64, device),
+        blocks=device_table(blocks or [[0, 0]], torch.int64, device),
         bounds=device_table(bounds, math_dtype, device),
     )
     if len(_LAYOUTS) > 64:  # many distinct groups: keep the cache bounded
@@ -157,11 +191,11 @@ def _tables(lists: list[list[Tensor]], delta: float) -> tuple[Layout, Tensor] | 
     params, grads, state1, state2 = lists
     ptrs = tuple(x.data_ptr() for quad in zip(params, grads, state1, state2) for x in quad)
     key = (delta, state1[0].dtype, ptrs, tuple(p.shape for p in params), stream_key(params[0].device), BLOCK_R,
-           CHUNK)
+           CHUNK, BLOCK_T)
     hit = _TABLES.get(key)
     if hit is not None:
         return hit
-    if not supported(params, grads, state1, state2):
+    if not plain(params) or not supported(params, grads, state1, state2):
         return None
     layout = layout_for(params, state1[0].dtype, delta)
     tables = (layout, device_table(ptrs, torch.int64, params[0].device))
@@ -171,9 +205,14 @@ def _tables(lists: list[list[Tensor]], delta: float) -> tuple[Layout, Tensor] | 
     return tables
 
 
+_TL_DTYPES: dict = {}
+
+
 def _tl_dtype(dtype: torch.dtype):
-    return {torch.float32: tl.float32, torch.float64: tl.float64, torch.float16: tl.float16,
-            torch.bfloat16: tl.bfloat16}[dtype]
+    if not _TL_DTYPES:
+        _TL_DTYPES.update({torch.float32: tl.float32, torch.float64: tl.float64, torch.float16: tl.float16,
+                           torch.bfloat16: tl.bfloat16})
+    return _TL_DTYPES[dtype]
 
 
 def step(algo: int, params: list[Tensor], grads: list[Tensor], state1: list[Tensor], state2: list[Tensor],
@@ -193,15 +232,20 @@ def step(algo: int, params: list[Tensor], grads: list[Tensor], state1: list[Tens
     if tables is None:
         return False
     layout, addr = tables
+    launch(algo, layout, addr, device_table(scalars, torch.float64, params[0].device), params[0].dtype,
+           state1[0].dtype, nesterov=nesterov, maximize=maximize, project_buffer=project_buffer)
+    return True
+
+
+def launch(algo: int, layout: Layout, addr: Tensor, scal: Tensor, param_dtype: torch.dtype,
+           math_dtype: torch.dtype, *, nesterov: bool, maximize: bool, project_buffer: bool) -> None:
+    """The four launches of one step over the tensors of ``layout`` (addresses ``addr``, scalar table
+    ``scal``: one row of nine per param group and step count, see :func:`step`)."""
     if layout.n_tiles == 0:
-        return True
-    device = params[0].device
-    math_dtype = state1[0].dtype
-    scal = device_table(scalars, torch.float64, device)
-    stats = torch.empty((layout.n_pieces, 4), dtype=math_dtype, device=device)
-    coef = torch.empty(layout.n_rows, dtype=math_dtype, device=device)
-    decay = torch.empty(layout.n_tensors, dtype=math_dtype, device=device)
-    flags = dict(ALGO=algo, P_DTYPE=_tl_dtype(params[0].dtype), M_DTYPE=_tl_dtype(math_dtype),
+        return
+    device = addr.device
+    stats, coef, part, tinfo = layout.scratch(math_dtype, device)
+    flags = dict(ALGO=algo, P_DTYPE=_tl_dtype(param_dtype), M_DTYPE=_tl_dtype(math_dtype),
                  NESTEROV=bool(nesterov), MAXIMIZE=bool(maximize), BLOCK_R=BLOCK_R, BLOCK_C=BLOCK_C,
                  CHUNK=CHUNK)
     # Triton launches on the current device; the params may be on another one (model parallel, or a rank
@@ -209,11 +253,12 @@ def step(algo: int, params: list[Tensor], grads: list[Tensor], state1: list[Tens
     with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
         _stats_kernel[(layout.n_tiles,)](addr, layout.meta, layout.tiles, scal, stats, **flags,
                                          num_warps=NUM_WARPS)
-        _decide_kernel[(layout.n_tensors,)](layout.meta, layout.bounds, scal, stats, coef, decay,
-                                            M_DTYPE=flags["M_DTYPE"], BLOCK_T=BLOCK_T, num_warps=NUM_WARPS)
-        _apply_kernel[(layout.n_tiles,)](addr, layout.meta, layout.tiles, scal, coef, decay, **flags,
+        _rows_kernel[(layout.n_blocks,)](layout.meta, layout.blocks, scal, stats, coef, part,
+                                         M_DTYPE=flags["M_DTYPE"], BLOCK_T=BLOCK_T, num_warps=NUM_WARPS)
+        _decide_kernel[(layout.n_tensors,)](layout.meta, layout.bounds, scal, part, tinfo,
+                                            M_DTYPE=flags["M_DTYPE"], BLOCK_B=BLOCK_B, num_warps=NUM_WARPS)
+        _apply_kernel[(layout.n_tiles,)](addr, layout.meta, layout.tiles, scal, coef, tinfo, **flags,
                                          PROJECT_BUFFER=bool(project_buffer), num_warps=NUM_WARPS)
-    return True
 
 
 if triton is not None:
@@ -224,18 +269,19 @@ if triton is not None:
         pid = tl.program_id(0)
         t = tl.load(tiles + 2 * pid)
         first = tl.load(tiles + 2 * pid + 1)
-        rows = tl.load(meta + t * 6)
-        length = tl.load(meta + t * 6 + 1)
-        pieces = tl.load(meta + t * 6 + 2)
-        row_base = tl.load(meta + t * 6 + 3)
-        piece_base = tl.load(meta + t * 6 + 4)
+        rows = tl.load(meta + t * 9)
+        length = tl.load(meta + t * 9 + 1)
+        pieces = tl.load(meta + t * 9 + 2)
+        row_base = tl.load(meta + t * 9 + 3)
+        piece_base = tl.load(meta + t * 9 + 4)
+        scal_row = tl.load(meta + t * 9 + 6)
         vr = first + tl.arange(0, BLOCK_R)
         valid = vr < rows * pieces
         r = vr // pieces
         k = vr - r * pieces
         start = r * length + k * CHUNK
         size = tl.minimum(length - k * CHUNK, CHUNK)
-        return t, vr, valid, r, start, size, tl.minimum(length, CHUNK), row_base, piece_base
+        return t, vr, valid, r, start, size, tl.minimum(length, CHUNK), row_base, piece_base, scal_row
 
     @triton.jit
     def _pointers(addr, t, P_DTYPE: tl.constexpr, M_DTYPE: tl.constexpr):
@@ -248,6 +294,11 @@ if triton is not None:
     @triton.jit
     def _scalar(scal, i, M_DTYPE: tl.constexpr):
         return tl.load(scal + i).to(M_DTYPE)
+
+    @triton.jit
+    def _scalars_of(meta, scal, t):
+        """The scalar row of tensor ``t`` (its param group and step count)."""
+        return scal + tl.load(meta + t * 9 + 6) * 9
 
     @triton.jit
     def _sqrt(x, M_DTYPE: tl.constexpr):
@@ -299,8 +350,9 @@ if triton is not None:
     def _stats_kernel(addr, meta, tiles, scal, stats, ALGO: tl.constexpr, P_DTYPE: tl.constexpr,
                       M_DTYPE: tl.constexpr, NESTEROV: tl.constexpr, MAXIMIZE: tl.constexpr,
                       BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr):
-        t, vr, valid, r, start, size, n_cols, row_base, piece_base = _tile(meta, tiles, BLOCK_R, CHUNK)
+        t, vr, valid, r, start, size, n_cols, row_base, piece_base, scal_row = _tile(meta, tiles, BLOCK_R, CHUNK)
         p_ptr, g_ptr, s1_ptr, s2_ptr = _pointers(addr, t, P_DTYPE, M_DTYPE)
+        scal = scal + scal_row * 9
         a, b = _scalar(scal, 0, M_DTYPE), _scalar(scal, 1, M_DTYPE)
         c2, d2 = _scalar(scal, 2, M_DTYPE), _scalar(scal, 3, M_DTYPE)
         bc2, eps = _scalar(scal, 4, M_DTYPE), _scalar(scal, 5, M_DTYPE)
@@ -350,31 +402,58 @@ if triton is not None:
         return gw, gg, ww, wu
 
     @triton.jit
-    def _decide_kernel(meta, bounds, scal, stats, coef, decay, M_DTYPE: tl.constexpr, BLOCK_T: tl.constexpr):
-        t = tl.program_id(0)
-        rows = tl.load(meta + t * 6)
-        pieces = tl.load(meta + t * 6 + 2)
-        row_base = tl.load(meta + t * 6 + 3)
-        piece_base = tl.load(meta + t * 6 + 4)
-        multi = tl.load(meta + t * 6 + 5)
-        eps = _scalar(scal, 5, M_DTYPE)
+    def _rows_kernel(meta, blocks, scal, stats, coef, part, M_DTYPE: tl.constexpr, BLOCK_T: tl.constexpr):
+        """One block of rows of one tensor: the rows' sums from their pieces, each row's |cos| and channel-view
+        coefficient, and the block's partials (max |cos|, sums of g·w, g·g, w·w, w·u) for the decision."""
+        pid = tl.program_id(0)
+        t = tl.load(blocks + 2 * pid)
+        r0 = tl.load(blocks + 2 * pid + 1)
+        rows = tl.load(meta + t * 9)
+        pieces = tl.load(meta + t * 9 + 2)
+        row_base = tl.load(meta + t * 9 + 3)
+        piece_base = tl.load(meta + t * 9 + 4)
+        eps = _scalar(_scalars_of(meta, scal, t), 5, M_DTYPE)
+        rr = r0 + tl.arange(0, BLOCK_T)
+        valid = rr < rows
+        gw, gg, ww, wu = _row_sums(stats, piece_base, rr, pieces, valid, M_DTYPE, BLOCK_T)
         # cosine similarity as torch computes it: x·y / (max(||x||, eps) * max(||y||, eps))
-        top = tl.zeros([BLOCK_T], dtype=M_DTYPE)
-        sum_gw = tl.zeros([BLOCK_T], dtype=M_DTYPE)
-        sum_gg = tl.zeros([BLOCK_T], dtype=M_DTYPE)
-        sum_ww = tl.zeros([BLOCK_T], dtype=M_DTYPE)
-        sum_wu = tl.zeros([BLOCK_T], dtype=M_DTYPE)
-        for r0 in range(0, rows, BLOCK_T):
-            rr = r0 + tl.arange(0, BLOCK_T)
-            valid = rr < rows
-            gw, gg, ww, wu = _row_sums(stats, piece_base, rr, pieces, valid, M_DTYPE, BLOCK_T)
-            cos = _div(tl.abs(gw), tl.maximum(_sqrt(gg, M_DTYPE), eps) * tl.maximum(_sqrt(ww, M_DTYPE), eps), M_DTYPE)
-            # tl.maximum drops NaN; torch's max keeps it and NaN < bound is False: count a NaN row as +inf
-            top = tl.maximum(top, tl.where(valid, tl.where(cos == cos, cos, float("inf")), 0.0))
-            sum_gw += gw
-            sum_gg += gg
-            sum_ww += ww
-            sum_wu += wu
+        cos = _div(tl.abs(gw), tl.maximum(_sqrt(gg, M_DTYPE), eps) * tl.maximum(_sqrt(ww, M_DTYPE), eps), M_DTYPE)
+        # tl.maximum drops NaN; torch's max keeps it and NaN < bound is False: count a NaN row as +inf
+        top = tl.max(tl.where(valid, tl.where(cos == cos, cos, float("inf")), 0.0), axis=0)
+        row_norm = _sqrt(ww, M_DTYPE) + eps
+        tl.store(coef + row_base + rr, _div(wu, row_norm * row_norm, M_DTYPE), mask=valid)
+        out = part + pid * 5
+        tl.store(out, top.to(M_DTYPE))
+        tl.store(out + 1, tl.sum(gw, axis=0))
+        tl.store(out + 2, tl.sum(gg, axis=0))
+        tl.store(out + 3, tl.sum(ww, axis=0))
+        tl.store(out + 4, tl.sum(wu, axis=0))
+
+    @triton.jit
+    def _decide_kernel(meta, bounds, scal, part, tinfo, M_DTYPE: tl.constexpr, BLOCK_B: tl.constexpr):
+        """One tensor: the scale-invariance test of both views from its row blocks' partials (in a fixed
+        order, so results do not depend on scheduling); writes the view that fired (0 none, 1 channel,
+        2 layer), the layer view's coefficient and the weight-decay factor."""
+        t = tl.program_id(0)
+        multi = tl.load(meta + t * 9 + 5)
+        first = tl.load(meta + t * 9 + 7)
+        n_blocks = tl.load(meta + t * 9 + 8)
+        scal = _scalars_of(meta, scal, t)
+        eps = _scalar(scal, 5, M_DTYPE)
+        top = tl.zeros([BLOCK_B], dtype=M_DTYPE)
+        sum_gw = tl.zeros([BLOCK_B], dtype=M_DTYPE)
+        sum_gg = tl.zeros([BLOCK_B], dtype=M_DTYPE)
+        sum_ww = tl.zeros([BLOCK_B], dtype=M_DTYPE)
+        sum_wu = tl.zeros([BLOCK_B], dtype=M_DTYPE)
+        for b0 in range(0, n_blocks, BLOCK_B):
+            bb = b0 + tl.arange(0, BLOCK_B)
+            valid = bb < n_blocks
+            src = part + (first + bb) * 5
+            top = tl.maximum(top, tl.load(src, mask=valid, other=0.0))
+            sum_gw += tl.load(src + 1, mask=valid, other=0.0)
+            sum_gg += tl.load(src + 2, mask=valid, other=0.0)
+            sum_ww += tl.load(src + 3, mask=valid, other=0.0)
+            sum_wu += tl.load(src + 4, mask=valid, other=0.0)
         layer_gw = tl.sum(sum_gw, axis=0)
         layer_ww = tl.sum(sum_ww, axis=0)
         layer_cos = _div(tl.abs(layer_gw), tl.maximum(_sqrt(tl.sum(sum_gg, axis=0), M_DTYPE), eps)
@@ -383,27 +462,25 @@ if triton is not None:
         layer = (multi != 0) & (layer_cos < tl.load(bounds + 2 * t + 1)) & ~channel
         norm = _sqrt(layer_ww, M_DTYPE) + eps
         layer_coef = _div(tl.sum(sum_wu, axis=0), norm * norm, M_DTYPE)
-        for r0 in range(0, rows, BLOCK_T):
-            rr = r0 + tl.arange(0, BLOCK_T)
-            valid = rr < rows
-            gw, gg, ww, wu = _row_sums(stats, piece_base, rr, pieces, valid, M_DTYPE, BLOCK_T)
-            row_norm = _sqrt(ww, M_DTYPE) + eps
-            value = tl.where(channel, _div(wu, row_norm * row_norm, M_DTYPE), tl.where(layer, layer_coef, 0.0))
-            tl.store(coef + row_base + rr, value, mask=valid)
-        projected = channel | layer
-        tl.store(decay + t, tl.where(projected, tl.load(scal + 7), tl.load(scal + 8)).to(M_DTYPE))
+        out = tinfo + t * 3
+        tl.store(out, tl.where(channel, 1.0, tl.where(layer, 2.0, 0.0)).to(M_DTYPE))
+        tl.store(out + 1, layer_coef)
+        tl.store(out + 2, tl.where(channel | layer, tl.load(scal + 7), tl.load(scal + 8)).to(M_DTYPE))
 
     @triton.jit
-    def _apply_kernel(addr, meta, tiles, scal, coef, decay, ALGO: tl.constexpr, P_DTYPE: tl.constexpr,
+    def _apply_kernel(addr, meta, tiles, scal, coef, tinfo, ALGO: tl.constexpr, P_DTYPE: tl.constexpr,
                       M_DTYPE: tl.constexpr, NESTEROV: tl.constexpr, MAXIMIZE: tl.constexpr,
                       BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, CHUNK: tl.constexpr,
                       PROJECT_BUFFER: tl.constexpr):
-        t, vr, valid, r, start, size, n_cols, row_base, piece_base = _tile(meta, tiles, BLOCK_R, CHUNK)
+        t, vr, valid, r, start, size, n_cols, row_base, piece_base, scal_row = _tile(meta, tiles, BLOCK_R, CHUNK)
         p_ptr, g_ptr, s1_ptr, s2_ptr = _pointers(addr, t, P_DTYPE, M_DTYPE)
+        scal = scal + scal_row * 9
         a, b = _scalar(scal, 0, M_DTYPE), _scalar(scal, 1, M_DTYPE)
         bc2, eps, step = _scalar(scal, 4, M_DTYPE), _scalar(scal, 5, M_DTYPE), _scalar(scal, 6, M_DTYPE)
-        scale = tl.load(decay + t)
+        view = tl.load(tinfo + t * 3)
+        scale = tl.load(tinfo + t * 3 + 2)
         row_coef = tl.load(coef + row_base + r, mask=valid, other=0.0)
+        row_coef = tl.where(view == 1.0, row_coef, tl.where(view == 2.0, tl.load(tinfo + t * 3 + 1), 0.0))
         for c0 in range(0, n_cols, BLOCK_C):
             cols = c0 + tl.arange(0, BLOCK_C)
             mask = valid[:, None] & (cols[None, :] < size[:, None])

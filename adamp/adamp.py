@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Iterable
 
@@ -49,13 +50,15 @@ class AdamP(ProjectedOptimizer):
         wd_ratio: factor applied to the decay of tensors that were projected (default 0.1).
         nesterov: Nesterov-style update direction (default False).
         maximize: maximise the objective instead of minimising it (default False).
-        foreach: use the multi-tensor implementation; ``None`` picks it where torch's optimizers do
-            (CUDA and other native devices, not the CPU). On CUDA and XPU it projects all tensors at once
-            (segmented reductions, a number of kernel launches that does not grow with the number of
-            tensors), elsewhere tensor by tensor (``adamp._projection.SEGMENTED`` forces either).
-        fused: use the compiled (``torch.compile``) implementation; works on CPU and GPU. With
-            ``adamp._fused.BACKEND = "triton"`` it runs hand-written Triton kernels on CUDA instead (three
-            launches per step; experimental until timed on a GPU).
+        foreach: ``True``: the multi-tensor implementation (on CUDA and XPU it projects all tensors at once
+            with segmented reductions, elsewhere tensor by tensor; ``adamp._projection.SEGMENTED`` forces
+            either); ``False``: the single-tensor one.
+        fused: ``True``: the Triton kernels (:mod:`adamp._triton`, four launches per step for all groups of a
+            device and dtype) where they run (CUDA with Triton), else the multi-tensor implementation, with
+            a warning; the ``torch.compile``-d step only with ``ADAMP_FUSED_BACKEND=inductor``.
+            With neither flag set (default): the Triton kernels on CUDA, the multi-tensor implementation on
+            the CPU (see ``adamp/_dispatch.py`` and docs/performance.md). The choice and its reason are logged
+            once per optimizer (logger ``"adamp"``); a fallback from the kernels is also a warning.
 
     Half-precision (fp16/bf16) params keep their state in float32 and are updated with float32 math.
     ``step()`` never synchronises the device with the host.
@@ -92,6 +95,20 @@ class AdamP(ProjectedOptimizer):
                         fused=fused)
         super().__init__(params, defaults)
 
+    _triton_algo = 0  # adamp._triton.ADAMP
+    _plan_scalar_keys = ("lr", "betas", "eps", "weight_decay", "wd_ratio")
+
+    def _plan_state(self, group, params):
+        state = self.state
+        exp_avgs = [self._state_tensor(state[p], "exp_avg", p) for p in params]
+        exp_avg_sqs = [self._state_tensor(state[p], "exp_avg_sq", p) for p in params]
+        return exp_avgs, exp_avg_sqs, [int(state[p].get("step", 0)) for p in params]
+
+    def _plan_scalars(self, group, step):
+        beta1, beta2 = group["betas"]
+        return triton_scalars(group["lr"], beta1, beta2, group["eps"], group["weight_decay"], group["wd_ratio"],
+                              step)
+
     def _step_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> None:
         exp_avgs, exp_avg_sqs, steps = [], [], []
         for p in params:
@@ -104,7 +121,7 @@ class AdamP(ProjectedOptimizer):
         adamp(params, grads, exp_avgs, exp_avg_sqs, steps, impl=self._implementation(group, params),
               lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
               delta=group["delta"], wd_ratio=group["wd_ratio"], nesterov=group["nesterov"],
-              maximize=group["maximize"])
+              maximize=group["maximize"], _report=self._report)
 
 
 @torch.no_grad()
@@ -127,17 +144,20 @@ def adamp(
     wd_ratio: float,
     nesterov: bool,
     maximize: bool = False,
+    _report=None,
 ) -> None:
     """Functional AdamP (see :class:`AdamP`): updates ``params``, ``exp_avgs`` and ``exp_avg_sqs`` in place.
 
     ``state_steps`` holds each parameter's step count *after* this update (1 on the first step).
     ``impl`` ("single", "foreach", "fused") overrides ``foreach``/``fused``; by default the single-tensor
-    implementation runs unless ``foreach`` or ``fused`` is set.
+    implementation runs unless ``foreach`` or ``fused`` is set. ``fused`` runs the Triton kernels where they
+    run, the eager multi-tensor path where not (with a warning), inductor with ``ADAMP_FUSED_BACKEND=inductor``.
     """
     impl = impl or functional_impl(foreach, fused)
     fn = {"single": _single_tensor_adamp, "foreach": _multi_tensor_adamp, "fused": _fused_adamp}[impl]
+    extra = {"_report": _report} if impl == "fused" else {}
     fn(params, grads, exp_avgs, exp_avg_sqs, state_steps, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-       weight_decay=weight_decay, delta=delta, wd_ratio=wd_ratio, nesterov=nesterov, maximize=maximize)
+       weight_decay=weight_decay, delta=delta, wd_ratio=wd_ratio, nesterov=nesterov, maximize=maximize, **extra)
 
 
 def _single_tensor_adamp(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, lr, beta1, beta2, eps,
@@ -173,36 +193,50 @@ def _single_tensor_adamp(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, l
             p.copy_(w)
 
 
+def triton_scalars(lr, beta1, beta2, eps, weight_decay, wd_ratio, step) -> list[float]:
+    """The scalar row of the Triton kernels (adamp._triton.step) for one group and step count."""
+    return [beta1, 1 - beta1, beta2, 1 - beta2, math.sqrt(1 - beta2**step), eps, -lr / (1 - beta1**step),
+            1 - lr * weight_decay * wd_ratio, 1 - lr * weight_decay * 1]
+
+
 def _multi_tensor_adamp(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, lr, beta1, beta2, eps,
-                        weight_decay, delta, wd_ratio, nesterov, maximize, _compiled=False):
+                        weight_decay, delta, wd_ratio, nesterov, maximize, _compiled=False, _report=None):
     # Tensors are grouped by device, dtype and step count (normally one group each) and the scalars that
     # change during training (lr, bias corrections) computed here. The compiled step receives them as 0-d
     # device tensors, so it neither recompiles when they change nor copies them from the host.
     by_key: dict[tuple, list[int]] = {}
     for i, (p, s) in enumerate(zip(params, state_steps)):
         by_key.setdefault((p.device, p.dtype, int(s)), []).append(i)
-    core = _fused.compiled("adamp", _multi_tensor_adamp_core) if _compiled else _multi_tensor_adamp_core
     for (device, dtype, step), idx in by_key.items():
         scalars = dict(step_size=-lr / (1 - beta1**step), sqrt_bc2=math.sqrt(1 - beta2**step),
                        scale_projected=1 - lr * weight_decay * wd_ratio, scale_plain=1 - lr * weight_decay * 1)
         pick = (lambda lst: [lst[i] for i in idx]) if len(by_key) > 1 else (lambda lst: lst)
-        if _compiled and _fused.use_triton(pick(params)):
-            from . import _triton
-
-            if _triton.step(_triton.ADAMP, pick(params), pick(grads), pick(exp_avgs), pick(exp_avg_sqs),
-                            [beta1, 1 - beta1, beta2, 1 - beta2, scalars["sqrt_bc2"], eps, scalars["step_size"],
-                             scalars["scale_projected"], scalars["scale_plain"]],
-                            delta=delta, nesterov=nesterov, maximize=maximize):
-                continue
-        layouts = None
+        compiled = _compiled
         if _compiled:
+            how, why = _fused.mode(pick(params))
+            if how == "triton":
+                from . import _triton
+
+                if _triton.step(_triton.ADAMP, pick(params), pick(grads), pick(exp_avgs), pick(exp_avg_sqs),
+                                triton_scalars(lr, beta1, beta2, eps, weight_decay, wd_ratio, step),
+                                delta=delta, nesterov=nesterov, maximize=maximize):
+                    continue
+                how, why = "eager", "the Triton kernels decline these tensors' layout (not dense with dim 0 " \
+                                    "outermost, or grads/state strided unlike their params)"
+            compiled = how == "inductor"
+            if how == "eager":
+                _fused.report(_report, "foreach", why)
+        core = _fused.compiled("adamp", _multi_tensor_adamp_core) if compiled else _multi_tensor_adamp_core
+        layouts = None
+        if compiled:
             scalars = _fused.as_device_scalars(scalars, device, dtype)
             if _fused.SEGMENTED:
                 layouts = [_fused.segmented_layout([pick(params)[i] for i in chunk], delta)
                            for chunk in chunks_by_numel(pick(params))]
-        core(pick(params), pick(grads), pick(exp_avgs), pick(exp_avg_sqs), **scalars, beta1=beta1,
-             beta2=beta2, eps=eps, apply_decay=weight_decay > 0, delta=delta, nesterov=nesterov,
-             maximize=maximize, layouts=layouts)
+        with _fused.recompile_budget() if compiled else contextlib.nullcontext():
+            core(pick(params), pick(grads), pick(exp_avgs), pick(exp_avg_sqs), **scalars, beta1=beta1,
+                 beta2=beta2, eps=eps, apply_decay=weight_decay > 0, delta=delta, nesterov=nesterov,
+                 maximize=maximize, layouts=layouts)
 
 
 def _multi_tensor_adamp_core(ps, gs, ms, vs, *, step_size, sqrt_bc2, scale_projected, scale_plain, beta1,
@@ -240,8 +274,7 @@ def _multi_tensor_adamp_core(ps, gs, ms, vs, *, step_size, sqrt_bc2, scale_proje
 
 
 def _fused_adamp(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, lr, beta1, beta2, eps,
-                 weight_decay, delta, wd_ratio, nesterov, maximize):
-    with _fused.recompile_budget():
-        _multi_tensor_adamp(params, grads, exp_avgs, exp_avg_sqs, state_steps, lr=lr, beta1=beta1,
-                            beta2=beta2, eps=eps, weight_decay=weight_decay, delta=delta, wd_ratio=wd_ratio,
-                            nesterov=nesterov, maximize=maximize, _compiled=True)
+                 weight_decay, delta, wd_ratio, nesterov, maximize, _report=None):
+    _multi_tensor_adamp(params, grads, exp_avgs, exp_avg_sqs, state_steps, lr=lr, beta1=beta1, beta2=beta2,
+                        eps=eps, weight_decay=weight_decay, delta=delta, wd_ratio=wd_ratio, nesterov=nesterov,
+                        maximize=maximize, _compiled=True, _report=_report)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Iterable
 
 import torch
@@ -102,6 +103,25 @@ class SGDP(ProjectedOptimizer):
                                  f"param group (param group {len(self.param_groups)} has none)")
         super().add_param_group(param_group)
 
+    _triton_algo = 1  # adamp._triton.SGDP
+    _plan_scalar_keys = ("lr", "momentum", "dampening", "weight_decay", "wd_ratio", "eps")
+    _plan_structural = ("delta", "nesterov", "maximize", "project_buffer", "foreach", "fused")
+
+    def _plan_state(self, group, params):
+        self._check_momentum(group)
+        bufs = [self._state_tensor(self.state[p], "momentum", p) for p in params]
+        return bufs, bufs, None
+
+    def _plan_scalars(self, group, step):
+        return triton_scalars(group["lr"], group["momentum"], group["dampening"], group["weight_decay"],
+                              group["wd_ratio"], group["eps"])
+
+    @staticmethod
+    def _check_momentum(group: dict[str, Any]) -> None:
+        if group["weight_decay"] > 0 and group["momentum"] >= 1:
+            raise ValueError(f"Invalid momentum: {group['momentum']} with weight_decay="
+                             f"{group['weight_decay']}; momentum must be < 1 when weight_decay > 0")
+
     def _step_group(self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]) -> None:
         if group["weight_decay"] > 0 and group["momentum"] >= 1:
             raise ValueError(f"Invalid momentum: {group['momentum']} with weight_decay="
@@ -110,7 +130,7 @@ class SGDP(ProjectedOptimizer):
         sgdp(params, grads, bufs, impl=self._implementation(group, params), lr=group["lr"],
              momentum=group["momentum"], dampening=group["dampening"], weight_decay=group["weight_decay"],
              nesterov=group["nesterov"], eps=group["eps"], delta=group["delta"], wd_ratio=group["wd_ratio"],
-             project_buffer=group["project_buffer"], maximize=group["maximize"])
+             project_buffer=group["project_buffer"], maximize=group["maximize"], _report=self._report)
 
 
 @torch.no_grad()
@@ -132,6 +152,7 @@ def sgdp(
     wd_ratio: float,
     project_buffer: bool = True,
     maximize: bool = False,
+    _report=None,
 ) -> None:
     """Functional SGDP (see :class:`SGDP`): updates ``params`` and ``momentum_buffers`` in place.
 
@@ -139,9 +160,10 @@ def sgdp(
     """
     impl = impl or functional_impl(foreach, fused)
     fn = {"single": _single_tensor_sgdp, "foreach": _multi_tensor_sgdp, "fused": _fused_sgdp}[impl]
+    extra = {"_report": _report} if impl == "fused" else {}
     fn(params, grads, momentum_buffers, lr=lr, momentum=momentum, dampening=dampening,
        weight_decay=weight_decay, nesterov=nesterov, eps=eps, delta=delta, wd_ratio=wd_ratio,
-       project_buffer=project_buffer, maximize=maximize)
+       project_buffer=project_buffer, maximize=maximize, **extra)
 
 
 def _decay_scales(lr, weight_decay, wd_ratio, momentum):
@@ -175,28 +197,43 @@ def _single_tensor_sgdp(params, grads, momentum_buffers, *, lr, momentum, dampen
             p.copy_(w)
 
 
+def triton_scalars(lr, momentum, dampening, weight_decay, wd_ratio, eps) -> list[float]:
+    """The scalar row of the Triton kernels (adamp._triton.step) for one group."""
+    scale_projected, scale_plain = _decay_scales(lr, weight_decay, wd_ratio, momentum)
+    return [momentum, 1 - dampening, 0.0, 0.0, 1.0, eps, -lr, scale_projected, scale_plain]
+
+
 def _multi_tensor_sgdp(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_decay,
-                       nesterov, eps, delta, wd_ratio, project_buffer, maximize, _compiled=False):
+                       nesterov, eps, delta, wd_ratio, project_buffer, maximize, _compiled=False, _report=None):
     # As in AdamP: per (device, dtype) group, with lr-dependent scalars as 0-d tensors when compiled.
-    core = _fused.compiled("sgdp", _multi_tensor_sgdp_core) if _compiled else _multi_tensor_sgdp_core
     scale_projected, scale_plain = _decay_scales(lr, weight_decay, wd_ratio, momentum)
     for ps, gs, bufs in group_by_device_and_dtype([params, grads, momentum_buffers]):
         scalars = dict(neg_lr=-lr, scale_projected=scale_projected, scale_plain=scale_plain)
-        if _compiled and _fused.use_triton(ps):
-            from . import _triton
-
-            if _triton.step(_triton.SGDP, ps, gs, bufs, bufs,
-                            [momentum, 1 - dampening, 0.0, 0.0, 1.0, eps, -lr, scale_projected, scale_plain],
-                            delta=delta, nesterov=nesterov, maximize=maximize, project_buffer=project_buffer):
-                continue
-        layouts = None
+        compiled = _compiled
         if _compiled:
+            how, why = _fused.mode(ps)
+            if how == "triton":
+                from . import _triton
+
+                if _triton.step(_triton.SGDP, ps, gs, bufs, bufs,
+                                triton_scalars(lr, momentum, dampening, weight_decay, wd_ratio, eps),
+                                delta=delta, nesterov=nesterov, maximize=maximize, project_buffer=project_buffer):
+                    continue
+                how, why = "eager", "the Triton kernels decline these tensors' layout (not dense with dim 0 " \
+                                    "outermost, or grads/state strided unlike their params)"
+            compiled = how == "inductor"
+            if how == "eager":
+                _fused.report(_report, "foreach", why)
+        core = _fused.compiled("sgdp", _multi_tensor_sgdp_core) if compiled else _multi_tensor_sgdp_core
+        layouts = None
+        if compiled:
             scalars = _fused.as_device_scalars(scalars, ps[0].device, ps[0].dtype)
             if _fused.SEGMENTED:
                 layouts = [_fused.segmented_layout([ps[i] for i in chunk], delta) for chunk in chunks_by_numel(ps)]
-        core(ps, gs, bufs, **scalars, momentum=momentum, dampening=dampening, apply_decay=weight_decay > 0,
-             nesterov=nesterov, eps=eps, delta=delta, project_buffer=project_buffer, maximize=maximize,
-             layouts=layouts)
+        with _fused.recompile_budget() if compiled else contextlib.nullcontext():
+            core(ps, gs, bufs, **scalars, momentum=momentum, dampening=dampening, apply_decay=weight_decay > 0,
+                 nesterov=nesterov, eps=eps, delta=delta, project_buffer=project_buffer, maximize=maximize,
+                 layouts=layouts)
 
 
 def _multi_tensor_sgdp_core(ps, gs, bufs, *, neg_lr, scale_projected, scale_plain, momentum, dampening,
@@ -228,8 +265,7 @@ def _multi_tensor_sgdp_core(ps, gs, bufs, *, neg_lr, scale_projected, scale_plai
 
 
 def _fused_sgdp(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_decay, nesterov, eps,
-                delta, wd_ratio, project_buffer, maximize):
-    with _fused.recompile_budget():
-        _multi_tensor_sgdp(params, grads, momentum_buffers, lr=lr, momentum=momentum, dampening=dampening,
-                           weight_decay=weight_decay, nesterov=nesterov, eps=eps, delta=delta,
-                           wd_ratio=wd_ratio, project_buffer=project_buffer, maximize=maximize, _compiled=True)
+                delta, wd_ratio, project_buffer, maximize, _report=None):
+    _multi_tensor_sgdp(params, grads, momentum_buffers, lr=lr, momentum=momentum, dampening=dampening,
+                       weight_decay=weight_decay, nesterov=nesterov, eps=eps, delta=delta, wd_ratio=wd_ratio,
+                       project_buffer=project_buffer, maximize=maximize, _compiled=True, _report=_report)

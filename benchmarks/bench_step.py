@@ -52,7 +52,10 @@ import torch
 
 import adamp
 
-MODELS = ["resnet50", "vit_b16", "efficientnet_b0", "transformer_24x1024"]
+MODELS = ["resnet50", "vit_b16", "efficientnet_b0", "transformer_24x1024", "transformer_xl_wt103"]
+#: words in WikiText-103's vocabulary (the training split's words plus <eos>), the Transformer-XL's n_token:
+#: its 267,735 x 410 word embedding (tied with the adaptive softmax) is the tensor with the most rows of all sets
+WT103_VOCAB = 267_735
 
 
 def build_params(name: str, device: torch.device) -> list[torch.nn.Parameter]:
@@ -72,9 +75,25 @@ def build_params(name: str, device: torch.device) -> list[torch.nn.Parameter]:
     elif name == "transformer_24x1024":
         layer = torch.nn.TransformerEncoderLayer(1024, 16, 4096, batch_first=True)
         model = torch.nn.TransformerEncoder(layer, 24, enable_nested_tensor=False)
+    elif name == "transformer_xl_wt103":
+        model = _transformer_xl()
     else:
         raise SystemExit(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
     return [torch.nn.Parameter(p.detach().to(device)) for p in model.parameters()]
+
+
+def _transformer_xl() -> torch.nn.Module:
+    """The LM runner's Transformer-XL as configured for the paper's Table 7 (configs/paper/table7_transformer_xl
+    .yaml, whose model settings are those of configs/lm/base.yaml), for WikiText-103's vocabulary."""
+    import yaml
+
+    from benchmarks.models.transformer_xl import TransformerXL
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "lm" / "base.yaml"
+    model_cfg = yaml.safe_load(config.read_text())["model"]
+    keys = ("n_layer", "d_model", "n_head", "d_head", "d_inner", "dropout", "dropatt", "cutoffs", "div_val",
+            "tie_weight", "pre_lnorm", "untie_r", "weight_norm", "mem_len")
+    return TransformerXL(WT103_VOCAB, **{k: model_cfg[k] for k in keys})
 
 
 class _Switched:
@@ -106,18 +125,12 @@ def _per_tensor(opt: torch.optim.Optimizer) -> _Switched:
     return _Switched(opt, [(_projection, "SEGMENTED", False)])
 
 
-def _fused_segmented(opt: torch.optim.Optimizer) -> _Switched:
-    """The fused path compiling the batched (segmented) projection instead of the per-tensor one."""
+def _inductor(opt: torch.optim.Optimizer, segmented: bool = False) -> _Switched:
+    """``fused=True`` compiled by inductor (``ADAMP_FUSED_BACKEND=inductor``), optionally compiling the batched
+    (segmented) projection instead of the per-tensor one."""
     from adamp import _fused
 
-    return _Switched(opt, [(_fused, "SEGMENTED", True)])
-
-
-def _triton_kernels(opt: torch.optim.Optimizer) -> _Switched:
-    """``fused=True`` through the Triton kernels of ``adamp._triton`` (GPU only)."""
-    from adamp import _fused
-
-    return _Switched(opt, [(_fused, "BACKEND", "triton")])
+    return _Switched(opt, [(_fused, "BACKEND", "inductor")] + [(_fused, "SEGMENTED", True)] * segmented)
 
 
 #: optimizer settings of every timed entry (Adam-type, SGD-type); tiny learning rates keep the params stable
@@ -133,15 +146,23 @@ class Entry:
 
 
 def entries(device: torch.device, with_reference: bool) -> list[Entry]:
+    """Every timed optimizer. Ours: "default" (no flags: the Triton kernels on CUDA, foreach on the CPU),
+    "single", "foreach", "fused" (fused=True: the Triton kernels; on CUDA only, since on the CPU it is the
+    foreach path again), "fused-inductor" (fused=True with ADAMP_FUSED_BACKEND=inductor: compiles for about a
+    minute per model on a GPU); on CUDA also "foreach-per-tensor" and "fused-inductor-segmented"."""
     gpu = device.type == "cuda"
     adamp_kw, sgdp_kw = ADAMP_KW, SGDP_KW
-    out = [
-        Entry("adamp single (ours)", "adamp", lambda p: adamp.AdamP(p, **adamp_kw, foreach=False)),
-        Entry("adamp foreach (ours)", "adamp", lambda p: adamp.AdamP(p, **adamp_kw, foreach=True)),
-        Entry("adamp fused (ours)", "adamp", lambda p: adamp.AdamP(p, **adamp_kw, fused=True)),
-        Entry("sgdp single (ours)", "sgdp", lambda p: adamp.SGDP(p, **sgdp_kw, foreach=False)),
-        Entry("sgdp foreach (ours)", "sgdp", lambda p: adamp.SGDP(p, **sgdp_kw, foreach=True)),
-        Entry("sgdp fused (ours)", "sgdp", lambda p: adamp.SGDP(p, **sgdp_kw, fused=True)),
+    ours = (("adamp", adamp.AdamP, adamp_kw), ("sgdp", adamp.SGDP, sgdp_kw))
+    out = []
+    for name, cls, kw in ours:
+        out += [Entry(f"{name} default (ours)", name, lambda p, cls=cls, kw=kw: cls(p, **kw)),
+                Entry(f"{name} single (ours)", name, lambda p, cls=cls, kw=kw: cls(p, **kw, foreach=False)),
+                Entry(f"{name} foreach (ours)", name, lambda p, cls=cls, kw=kw: cls(p, **kw, foreach=True))]
+        if gpu:
+            out.append(Entry(f"{name} fused (ours)", name, lambda p, cls=cls, kw=kw: cls(p, **kw, fused=True)))
+        out.append(Entry(f"{name} fused-inductor (ours)", name,
+                         lambda p, cls=cls, kw=kw: _inductor(cls(p, **kw, fused=True))))
+    out += [
         Entry("torch adamw foreach", "adam", lambda p: torch.optim.AdamW(p, **adamp_kw, foreach=True)),
         Entry("torch adamw fused", "adam", lambda p: torch.optim.AdamW(p, **adamp_kw, fused=True)),
         Entry("torch adam foreach", "adam", lambda p: torch.optim.Adam(p, lr=1e-6, foreach=True)),
@@ -150,13 +171,10 @@ def entries(device: torch.device, with_reference: bool) -> list[Entry]:
         Entry("torch sgd fused", "sgd", lambda p: torch.optim.SGD(p, **sgdp_kw, fused=True)),
     ]
     if gpu:  # GPU candidates: on the CPU torch's segmented kernels are single-threaded (4x-60x slower)
-        ours = (("adamp", adamp.AdamP, adamp_kw), ("sgdp", adamp.SGDP, sgdp_kw))
         out += [Entry(f"{name} foreach-per-tensor (ours)", name,
                       lambda p, cls=cls, kw=kw: _per_tensor(cls(p, **kw, foreach=True))) for name, cls, kw in ours]
-        out += [Entry(f"{name} fused-segmented (ours)", name,
-                      lambda p, cls=cls, kw=kw: _fused_segmented(cls(p, **kw, fused=True))) for name, cls, kw in ours]
-        out += [Entry(f"{name} fused-triton (ours)", name,
-                      lambda p, cls=cls, kw=kw: _triton_kernels(cls(p, **kw, fused=True)))
+        out += [Entry(f"{name} fused-inductor-segmented (ours)", name,
+                      lambda p, cls=cls, kw=kw: _inductor(cls(p, **kw, fused=True), segmented=True))
                 for name, cls, kw in ours]
     try:
         from timm.optim import SGDP as TimmSGDP
@@ -321,9 +339,7 @@ def bench_model(model: str, device: torch.device, rounds: int, steps: int, warmu
     gen = torch.Generator(device=device).manual_seed(0)
     for p in params:
         p.grad = torch.randn(p.shape, generator=gen, device=device) * 1e-2
-    skip_texts = [t for t in (skip or "").split(",") if t]
-    chosen = [e for e in entries(device, with_reference)
-              if (only is None or only in e.label) and not any(text in e.label for text in skip_texts)]
+    chosen = [e for e in entries(device, with_reference) if _matches(e.label, only, skip)]
     baselines = {*ratio_baselines(device), *OFFICIAL.values()}
     param_bytes = sum(p.numel() * p.element_size() for p in params)
     available = available_memory_bytes(device)  # after the shared params and grads exist
@@ -398,15 +414,21 @@ def _bench_batch(model: str, batch: list[Entry], params: list[torch.nn.Parameter
     times: dict[str, list[float]] = {e.label: [] for e, _, _ in live}
     peaks: dict[str, float] = {}
     for r in range(rounds):
-        for e, opt, _ in live:
+        for e, opt, warm_s in list(live):
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
                 base = torch.cuda.memory_allocated(device)
-            _sync(device)
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                opt.step()
-            _sync(device)
+            try:
+                _sync(device)
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    opt.step()
+                _sync(device)
+            except Exception as exc:  # noqa: BLE001 - a peer failing mid-run leaves the others running
+                print(f"  [{model}] {e.label}: failed in round {r} ({_error(exc)})", flush=True)
+                live.remove((e, opt, warm_s))
+                del times[e.label]
+                continue
             times[e.label].append((time.perf_counter() - t0) / steps * 1e3)
             if device.type == "cuda":
                 peaks[e.label] = max(peaks.get(e.label, 0.0),
@@ -419,62 +441,117 @@ def _bench_batch(model: str, batch: list[Entry], params: list[torch.nn.Parameter
                  warmup_s=warm_s, step_peak_extra_mib=peaks.get(e.label, float("nan"))) for e, _, warm_s in live]
 
 
-def bench_iteration(device: torch.device, batch_sizes: list[int], rounds: int, only: str | None) -> list[dict]:
-    """Forward + backward + step of ResNet-50 (bf16 autocast, channels_last): the optimizer's share."""
+#: the model, input size and steps per round of ``--mode iteration`` (tests shrink them)
+ITERATION_MODEL = "resnet50"
+ITERATION_IMAGE = 224
+ITERATION_STEPS = 5
+
+
+def _iteration_model(device: torch.device, memory_format: torch.memory_format) -> torch.nn.Module:
     import torchvision
 
-    rows = []
+    torch.manual_seed(0)
+    return getattr(torchvision.models, ITERATION_MODEL)(weights=None).to(device, memory_format=memory_format)
+
+
+def iteration_choices(device: torch.device) -> dict[str, tuple[Callable, torch.memory_format]]:
+    """The optimizers of ``--mode iteration``: how to build each and the memory format of its model. The
+    official package reshapes with ``.view`` and raises on channels_last weights, so it trains a contiguous
+    copy of the model (how its users run it), timed beside torch's AdamW on a contiguous copy too."""
+    cl, contiguous = torch.channels_last, torch.contiguous_format
+    fused = device.type == "cuda"
     choices = {
-        "torch adamw fused": lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.1, fused=device.type == "cuda"),
-        "adamp fused (ours)": lambda p: adamp.AdamP(p, lr=1e-3, weight_decay=1e-2, fused=True),
-        "adamp foreach (ours)": lambda p: adamp.AdamP(p, lr=1e-3, weight_decay=1e-2, foreach=True),
+        "torch adamw fused": (lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.1, fused=fused), cl),
+        "adamp default (ours)": (lambda p: adamp.AdamP(p, lr=1e-3, weight_decay=1e-2), cl),
+        "adamp foreach (ours)": (lambda p: adamp.AdamP(p, lr=1e-3, weight_decay=1e-2, foreach=True), cl),
+        "adamp fused-inductor (ours)": (lambda p: _inductor(adamp.AdamP(p, lr=1e-3, weight_decay=1e-2,
+                                                                         fused=True)), cl),
+        "torch adamw fused [contiguous]": (lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.1, fused=fused),
+                                           contiguous),
     }
-    if device.type == "cuda":
-        choices["adamp fused-triton (ours)"] = lambda p: _triton_kernels(
-            adamp.AdamP(p, lr=1e-3, weight_decay=1e-2, fused=True))
     try:
         from benchmarks.reference import load_reference
 
         RefAdamP, _ = load_reference()
-        choices["official adamp 0.3.0"] = lambda p: RefAdamP(p, lr=1e-3, weight_decay=1e-2)
-    except Exception as exc:  # noqa: BLE001
-        print(f"official adamp unavailable: {exc}")
-    for bs in batch_sizes:
-        x = torch.randn(bs, 3, 224, 224, device=device).to(memory_format=torch.channels_last)
-        y = torch.randint(0, 1000, (bs,), device=device)
-        models = {}
-        for label, make in choices.items():
-            if only and only not in label:
-                continue
-            torch.manual_seed(0)
-            model = torchvision.models.resnet50(weights=None).to(device, memory_format=torch.channels_last)
-            models[label] = (model, make(model.parameters()))
-        ms: dict[str, list[float]] = {k: [] for k in models}
+        choices["official adamp 0.3.0 [contiguous]"] = (lambda p: RefAdamP(p, lr=1e-3, weight_decay=1e-2),
+                                                        contiguous)
+    except Exception as exc:  # noqa: BLE001 - reported, the others still run
+        print(f"official adamp unavailable: {type(exc).__name__}: {exc}", flush=True)
+    return choices
 
-        def one(model, opt):
+
+def _matches(label: str, only: str | None, skip: str | None) -> bool:
+    """``--only`` / ``--skip``: comma-separated texts, any of which selects (leaves out) a label."""
+    only_texts = [t for t in (only or "").split(",") if t]
+    skip_texts = [t for t in (skip or "").split(",") if t]
+    return (not only_texts or any(t in label for t in only_texts)) and not any(t in label for t in skip_texts)
+
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+
+
+def bench_iteration(device: torch.device, batch_sizes: list[int], rounds: int, only: str | None,
+                    skip: str | None = None) -> list[dict]:
+    """Forward + backward + step of ResNet-50 (bf16 autocast, batch ``bs``): the optimizer's share. Each
+    overhead is against torch's AdamW on a model of the same memory format. A candidate that raises (when
+    built, warmed up or timed) becomes a row with its error; the others go on."""
+    rows = []
+    choices = {k: v for k, v in iteration_choices(device).items() if _matches(k, only, skip)}
+    for bs in batch_sizes:
+        inputs = {fmt: torch.randn(bs, 3, ITERATION_IMAGE, ITERATION_IMAGE, device=device).to(memory_format=fmt)
+                  for fmt in {fmt for _, fmt in choices.values()}}
+        y = torch.randint(0, 1000, (bs,), device=device)
+        live, errors = {}, {}
+
+        def one(model, opt, x):
             opt.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.bfloat16):
                 loss = torch.nn.functional.cross_entropy(model(x), y)
             loss.backward()
             opt.step()
 
-        for model, opt in models.values():
-            for _ in range(3):
-                one(model, opt)
+        for label, (make, fmt) in choices.items():
+            try:
+                model = _iteration_model(device, fmt)
+                opt = make(model.parameters())
+                for _ in range(3):
+                    one(model, opt, inputs[fmt])
+                live[label] = (model, opt, fmt)
+            except Exception as exc:  # noqa: BLE001 - a failing peer is a row, not the end of the run
+                errors[label] = _error(exc)
+                print(f"  [iteration bs={bs}] {label}: {errors[label]}", flush=True)
+        ms: dict[str, list[float]] = {k: [] for k in live}
         for _ in range(rounds):
-            for label, (model, opt) in models.items():
-                _sync(device)
-                t0 = time.perf_counter()
-                for _ in range(5):
-                    one(model, opt)
-                _sync(device)
-                ms[label].append((time.perf_counter() - t0) / 5 * 1e3)
-        base = statistics.median(ms["torch adamw fused"]) if "torch adamw fused" in ms else float("nan")
-        for label, values in ms.items():
+            for label, (model, opt, fmt) in list(live.items()):
+                try:
+                    _sync(device)
+                    t0 = time.perf_counter()
+                    for _ in range(ITERATION_STEPS):
+                        one(model, opt, inputs[fmt])
+                    _sync(device)
+                except Exception as exc:  # noqa: BLE001
+                    errors[label] = _error(exc)
+                    print(f"  [iteration bs={bs}] {label}: {errors[label]}", flush=True)
+                    del live[label], ms[label]
+                    continue
+                ms[label].append((time.perf_counter() - t0) / ITERATION_STEPS * 1e3)
+        base = {fmt: statistics.median(ms[label]) for label, (_, _, fmt) in live.items()
+                if label.startswith("torch adamw fused")}
+        for label, (make, fmt) in choices.items():
+            row = dict(model=f"{ITERATION_MODEL}_train_iter_bf16", batch_size=bs, optimizer=label,
+                       memory_format="channels_last" if fmt == torch.channels_last else "contiguous")
+            if label in errors:
+                rows.append(dict(row, median_ms=float("nan"), min_ms=float("nan"), max_ms=float("nan"),
+                                 rounds=0, overhead_vs_adamw_pct=float("nan"), error=errors[label]))
+                continue
+            values = ms[label]
             med = statistics.median(values)
-            rows.append(dict(model="resnet50_train_iter_bf16_cl", batch_size=bs, optimizer=label, median_ms=med,
-                             min_ms=min(values), max_ms=max(values), rounds=rounds,
-                             overhead_vs_adamw_pct=(med / base - 1) * 100))
+            rows.append(dict(row, median_ms=med, min_ms=min(values), max_ms=max(values), rounds=len(values),
+                             overhead_vs_adamw_pct=(med / base[fmt] - 1) * 100 if fmt in base else float("nan"),
+                             error=""))
+        del live
+        gc.collect()
     return rows
 
 
@@ -583,8 +660,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="steps per round (default 10 GPU, 2 CPU)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
     parser.add_argument("--batch-sizes", default="64,256", help="for --mode iteration")
-    parser.add_argument("--only", default=None, help="only optimizers whose label contains this text (a ratio "
-                        "whose baseline is left out is NaN)")
+    parser.add_argument("--only", default=None, help="only optimizers whose label contains one of these "
+                        "comma-separated texts (a ratio whose baseline is left out is NaN)")
     parser.add_argument("--skip", default=None, help="leave out optimizers whose label contains any of these "
                         "comma-separated texts (e.g. 'segmented,per-tensor')")
     parser.add_argument("--no-reference", action="store_true", help="skip the official adamp==0.3.0")
@@ -601,11 +678,12 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path(__file__).resolve().parents[1] / "results" / "bench" / tag
     print(f"device: {env['device_name']} | torch {env['torch']} | threads {env['threads']}", flush=True)
     if args.mode == "iteration":
-        rows = bench_iteration(device, [int(b) for b in args.batch_sizes.split(",")], rounds, args.only)
-        print_table(rows, ["model", "batch_size", "optimizer", "median_ms", "min_ms", "max_ms",
-                           "overhead_vs_adamw_pct"])
+        rows = bench_iteration(device, [int(b) for b in args.batch_sizes.split(",")], rounds, args.only,
+                               args.skip)
+        print_table(rows, ["model", "batch_size", "optimizer", "memory_format", "median_ms", "min_ms", "max_ms",
+                           "overhead_vs_adamw_pct", "error"])
         write_outputs(rows, env, out, "iteration")
-        return 0
+        return 0 if any(r["median_ms"] == r["median_ms"] for r in rows) else 1
     names = MODELS if (args.models == "all" or (args.models is None and gpu)) else \
         (args.models or "resnet50").split(",")
     rows, environments = _previous_runs(out / "step.json", keep_unless=set(names)) if args.merge else ([], {})

@@ -1,45 +1,53 @@
 #!/usr/bin/env bash
-# The prepared device check for the fast optimizer paths, for a session that has a GPU. A session gets
-# about 15 minutes of device time in all, the machine's start included, and 10 minutes per command, so it
-# comes in two parts; run `main` first and `more` if at least 5 minutes are left (`status` says):
-#   bash scripts/gpu_check.sh main [OUT_DIR]    (about 6 min on one H100, limits add up to 400 s)
-#       1. the CUDA tests: no host sync in step() (every implementation but the compiled segmented one);
-#          the default foreach path (batched projection) and the Triton kernels against the single-tensor
-#          path on CUDA;
-#       2. the optimizer-step benchmark on ResNet-50 with every implementation but the compiled segmented
-#          projection (its compilation takes minutes): the issue's main figures, and the timings that
-#          decide the GPU defaults (foreach batched vs per-tensor, fused inductor vs Triton);
-#   bash scripts/gpu_check.sh more [OUT_DIR]    (about 4 min, limits add up to 280 s)
-#       3. the ResNet-50 training-iteration mode (bf16, channels_last, batch 64 and 256);
-#       4. ViT-B/16, EfficientNet-B0 and the transformer with the default implementations, Triton and the
-#          baselines, merged into the same results.
-# Each step has its own time limit and writes its results as it goes, so a cut-off step loses little.
-# What the figures decide (compare rows of one run only):
-#   * "adamp/sgdp foreach (ours)" (batched projection, the CUDA default) vs "foreach-per-tensor (ours)": if
-#     the batched one is not faster, empty adamp._projection.SEGMENTED_DEVICES;
-#   * "fused-triton (ours)" vs "fused (ours)" (inductor): if the kernels pass their CUDA tests and are faster
-#     on every model timed, make "triton" the default of adamp._fused.BACKEND on CUDA;
-#   * step_peak_extra_mib against the params' size: the issue allows one copy of the params at most.
+# The prepared device check of the fast optimizer paths: everything in ONE call of at most 8 minutes (a
+# session gets about 15 minutes of device time in all, the machine's start included), most important first:
+#   1. the CUDA tests (no host sync in step(); the Triton kernels, the default, against the single-tensor
+#      path on CUDA; the defaults' decisions on a real CUDA device);
+#   2. ResNet-50 with every implementation but the inductor-compiled ones: the issue's main figures
+#      (AdamP <= 1.5x torch AdamW fused, SGDP <= 1.5x torch SGD fused, the default vs foreach vs single);
+#   3. ViT-B/16, EfficientNet-B0, the 24x1024 transformer and the Transformer-XL (WikiText-103 vocabulary:
+#      the 267,735-row embedding) with the defaults, fused=True (Triton), foreach and the baselines;
+#   4. the training-iteration mode (ResNet-50, bf16, batch 256; the official package on a contiguous copy);
+#   5. the inductor-compiled fused path, once, on ResNet-50 (about a minute of compilation).
+# Each part writes its results as it goes (the benchmark after every model, the tests to a log as they run)
+# and gets a time limit cut to what is left of the whole budget, so a cut-off run still returns what it
+# measured. Usage (on the device machine, from the repository root):
+#   bash scripts/gpu_check.sh [OUT_DIR] [BUDGET_S]     (defaults: $OUT or results/bench/gpu_check, 470 s)
 # The official adamp==0.3.0 must be in .cache/reference (run the tests once here; the GPU machine has no
 # network) and travel with the tree (carry .cache/reference).
 set -uo pipefail
-export PYTHONUNBUFFERED=1
-part=${1:-main}
-out=${2:-results/bench}
-case "$part" in
-main)
-    timeout 130 python3 -m pytest -q -p no:cacheprovider tests/optim/test_behaviour.py tests/optim/test_triton.py \
-        -k "cuda and not fused-segmented" 2>&1 | tail -15
-    timeout 270 python3 -m benchmarks.bench_step --models resnet50 --skip fused-segmented --rounds 7 --steps 5 \
-        --warmup 2 --out "$out/step"
-    ;;
-more)
-    timeout 120 python3 -m benchmarks.bench_step --mode iteration --rounds 5 --out "$out/iteration"
-    timeout 160 python3 -m benchmarks.bench_step --models vit_b16,efficientnet_b0,transformer_24x1024 \
-        --skip segmented,per-tensor,single --rounds 5 --steps 5 --warmup 2 --merge --out "$out/step"
-    ;;
-*)
-    echo "usage: bash scripts/gpu_check.sh main|more [OUT_DIR]" >&2
-    exit 2
-    ;;
-esac
+export PYTHONUNBUFFERED=1 BENCHMARKS_NO_PROGRESS=1
+out=${1:-${OUT:-results/bench/gpu_check}}
+budget=${2:-470}
+mkdir -p "$out"
+start=$SECONDS
+
+# run LIMIT_S CMD...: CMD with a limit of LIMIT_S or what is left of the budget, whichever is less
+run() {
+    local want=$1
+    shift
+    local left=$((budget - (SECONDS - start)))
+    local limit=$((want < left ? want : left))
+    if ((limit < 15)); then
+        echo "== skipped (budget spent): $*" | tee -a "$out/gpu_check.log"
+        return 0
+    fi
+    echo "== [$((SECONDS - start)) s] limit ${limit} s: $*" | tee -a "$out/gpu_check.log"
+    timeout "$limit" "$@" 2>&1 | tee -a "$out/gpu_check.log"
+    echo "== exit ${PIPESTATUS[0]} after $((SECONDS - start)) s" | tee -a "$out/gpu_check.log"
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu_check.log"
+run 120 python3 -m pytest -q -p no:cacheprovider tests/optim/test_defaults.py tests/optim/test_behaviour.py \
+    tests/optim/test_triton.py -k "cuda and not fused-segmented"
+run 110 python3 -m benchmarks.bench_step --models resnet50 --skip inductor --rounds 5 --steps 5 --warmup 2 \
+    --out "$out/step"
+run 120 python3 -m benchmarks.bench_step --models vit_b16,efficientnet_b0,transformer_24x1024,transformer_xl_wt103 \
+    --only "default (ours),fused (ours),foreach (ours),torch adamw fused,torch sgd fused,official" \
+    --skip per-tensor --rounds 4 --steps 5 --warmup 2 --merge --out "$out/step"
+run 60 python3 -m benchmarks.bench_step --mode iteration --rounds 3 --batch-sizes 256 --skip inductor \
+    --out "$out/iteration"
+run 90 python3 -m benchmarks.bench_step --models resnet50 --skip segmented \
+    --only "fused-inductor (ours),torch adamw fused,torch sgd fused" --rounds 3 --steps 5 --warmup 2 \
+    --out "$out/step_inductor"
+echo "== done in $((SECONDS - start)) s; results under $out" | tee -a "$out/gpu_check.log"

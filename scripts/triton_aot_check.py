@@ -50,13 +50,15 @@ def main(argv: list[str] | None = None) -> int:
         sig = {"addr": "*i64", "meta": "*i64", "tiles": "*i64", "scal": "*fp64", "stats": f"*{mname}"}
         jobs.append((_triton._stats_kernel, sig, flags))
         sig = {"addr": "*i64", "meta": "*i64", "tiles": "*i64", "scal": "*fp64", "coef": f"*{mname}",
-               "decay": f"*{mname}"}
+               "tinfo": f"*{mname}"}
         for project_buffer in ((False, True) if algo == _triton.SGDP else (True,)):
             jobs.append((_triton._apply_kernel, sig, dict(flags, PROJECT_BUFFER=project_buffer)))
     for mname, mdt in (("fp32", tl.float32), ("fp64", tl.float64)):
-        sig = {"meta": "*i64", "bounds": f"*{mname}", "scal": "*fp64", "stats": f"*{mname}",
-               "coef": f"*{mname}", "decay": f"*{mname}"}
-        jobs.append((_triton._decide_kernel, sig, dict(M_DTYPE=mdt, BLOCK_T=_triton.BLOCK_T)))
+        sig = {"meta": "*i64", "blocks": "*i64", "scal": "*fp64", "stats": f"*{mname}", "coef": f"*{mname}",
+               "part": f"*{mname}"}
+        jobs.append((_triton._rows_kernel, sig, dict(M_DTYPE=mdt, BLOCK_T=_triton.BLOCK_T)))
+        sig = {"meta": "*i64", "bounds": f"*{mname}", "scal": "*fp64", "part": f"*{mname}", "tinfo": f"*{mname}"}
+        jobs.append((_triton._decide_kernel, sig, dict(M_DTYPE=mdt, BLOCK_B=_triton.BLOCK_B)))
     t0 = time.perf_counter()
     spilling = []
     for i, (fn, sig, constexprs) in enumerate(jobs):

@@ -136,7 +136,7 @@ def tiny_bench(monkeypatch):
         lambda p, **kw: adamp.AdamP(p, **kw, foreach=False), lambda p, **kw: adamp.SGDP(p, **kw, foreach=False)))
     real_entries = bench_step.entries
     monkeypatch.setattr(bench_step, "entries",
-                        lambda device, ref: [e for e in real_entries(device, ref) if "fused (ours)" not in e.label])
+                        lambda device, ref: [e for e in real_entries(device, ref) if "inductor" not in e.label])
     param_bytes = sum(p.numel() * p.element_size() for p in _tiny("", CPU))
     return param_bytes
 
@@ -258,10 +258,71 @@ def test_skip_leaves_out_matching_entries(tiny_bench, monkeypatch, one_thread):
 def test_gpu_entries_time_the_non_default_projections_beside_the_defaults():
     labels = [e.label for e in bench_step.entries(torch.device("cuda"), with_reference=False)]
     for name in ("adamp", "sgdp"):
-        for impl in ("single", "foreach", "fused", "foreach-per-tensor", "fused-segmented", "fused-triton"):
+        for impl in ("default", "single", "foreach", "fused", "fused-inductor", "foreach-per-tensor",
+                     "fused-inductor-segmented"):
             assert f"{name} {impl} (ours)" in labels
     cpu = [e.label for e in bench_step.entries(CPU, with_reference=False)]
-    assert not [label for label in cpu if "segmented" in label or "per-tensor" in label or "triton" in label]
+    assert not [label for label in cpu if "segmented" in label or "per-tensor" in label]
+    # on the CPU fused=True is the foreach path again (no Triton): only the explicit inductor entry is timed
+    assert "adamp fused (ours)" not in cpu and "adamp fused-inductor (ours)" in cpu
+
+
+def test_only_and_skip_take_comma_separated_texts():
+    assert bench_step._matches("adamp default (ours)", "default,official", None)
+    assert bench_step._matches("official adamp 0.3.0", "default,official", None)
+    assert not bench_step._matches("torch adamw fused", "default,official", None)
+    assert not bench_step._matches("adamp fused-inductor (ours)", None, "segmented,inductor")
+
+
+# --- iteration mode ------------------------------------------------------------------------------------------
+
+def test_iteration_mode_survives_a_failing_peer_and_times_the_official_on_a_contiguous_copy(monkeypatch,
+                                                                                           one_thread):
+    """A candidate that raises (here: at its first step, as the official AdamP does on channels_last weights)
+    becomes a row with its error and the others are timed; the official stand-in trains a contiguous model,
+    and its overhead is against torch's AdamW on a contiguous model."""
+    class ViewOnly(torch.optim.SGD):  # raises on channels_last weights, like the official package's .view
+        def step(self, closure=None):
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.ndim == 4:
+                        p.view(p.size(0), -1)
+            return super().step(closure)
+
+    def fail(params):
+        raise RuntimeError("broken peer")
+
+    cl, contiguous = torch.channels_last, torch.contiguous_format
+    choices = {
+        "torch adamw fused": (lambda p: torch.optim.AdamW(p, lr=1e-3), cl),
+        "adamp default (ours)": (lambda p: adamp.AdamP(p, lr=1e-3), cl),
+        "raises when built": (fail, cl),
+        "official-like on channels_last": (lambda p: ViewOnly(p, lr=1e-3), cl),
+        "torch adamw fused [contiguous]": (lambda p: torch.optim.AdamW(p, lr=1e-3), contiguous),
+        "official-like [contiguous]": (lambda p: ViewOnly(p, lr=1e-3), contiguous),
+    }
+    monkeypatch.setattr(bench_step, "iteration_choices", lambda device: choices)
+    monkeypatch.setattr(bench_step, "ITERATION_MODEL", "resnet18")
+    monkeypatch.setattr(bench_step, "ITERATION_IMAGE", 32)
+    monkeypatch.setattr(bench_step, "ITERATION_STEPS", 1)
+    rows = bench_step.bench_iteration(CPU, [2], rounds=1, only=None)
+    by = {r["optimizer"]: r for r in rows}
+    assert list(by) == list(choices)
+    assert by["raises when built"]["error"] == "RuntimeError: broken peer"
+    assert "view" in by["official-like on channels_last"]["error"]
+    for label in ("torch adamw fused", "adamp default (ours)", "official-like [contiguous]"):
+        assert by[label]["error"] == "" and by[label]["median_ms"] > 0
+    assert by["official-like [contiguous]"]["memory_format"] == "contiguous"
+    assert by["official-like [contiguous]"]["overhead_vs_adamw_pct"] == pytest.approx(
+        (by["official-like [contiguous]"]["median_ms"] / by["torch adamw fused [contiguous]"]["median_ms"] - 1)
+        * 100)
+    assert math.isnan(by["raises when built"]["median_ms"])
+
+
+def test_the_transformer_xl_set_has_the_wt103_word_embedding():
+    params = bench_step.build_params("transformer_xl_wt103", torch.device("meta"))
+    assert max(p.shape[0] for p in params) == 267_735
+    assert (267_735, 410) in [tuple(p.shape) for p in params]
 
 
 def test_switched_entry_sets_the_switch_only_while_stepping(monkeypatch):

@@ -1,7 +1,8 @@
 """Implementation variants that are off by default or only run on accelerators, forced by test id:
 "single-select" (device-side selection of the single-tensor path), "foreach-segmented" (the batched
 projection of the multi-tensor path, its default on CUDA and XPU), "foreach-per-tensor" (the per-tensor
-projection, its default on the CPU), "fused-segmented" (the fused path compiling the batched projection,
+projection, its default on the CPU), "fused" (the fused path compiled by inductor: adamp._fused.BACKEND =
+"inductor", which runs only when asked for), "fused-segmented" (the same compiling the batched projection,
 adamp._fused.SEGMENTED) and "fused-triton" (the fused path's Triton kernels, adamp._fused.BACKEND; on the
 CPU through Triton's interpreter, see tests/conftest.py)."""
 
@@ -21,6 +22,9 @@ def _accelerator_variants_on_cpu(request, monkeypatch):
         monkeypatch.setattr(_projection, "SEGMENTED", False)
     if "fused-segmented" in request.node.name:
         monkeypatch.setattr(_fused, "SEGMENTED", True)
+    if "fused" in request.node.name and "fused-triton" not in request.node.name:
+        # "fused" / "fused-segmented": the inductor-compiled path, which runs only when asked for
+        monkeypatch.setattr(_fused, "BACKEND", "inductor")
     if "fused-triton" not in request.node.name:
         yield
         return
@@ -30,7 +34,7 @@ def _accelerator_variants_on_cpu(request, monkeypatch):
         pytest.skip("Triton's interpreter is off on machines with a GPU (see the CUDA tests)")
     monkeypatch.setattr(_fused, "BACKEND", "triton")
     calls = []
-    real_step = _triton.step
-    monkeypatch.setattr(_triton, "step", lambda *a, **k: real_step(*a, **k) and (calls.append(1) or True))
+    real_launch = _triton.launch
+    monkeypatch.setattr(_triton, "launch", lambda *a, **k: calls.append(1) or real_launch(*a, **k))
     yield
     assert calls, "the Triton kernels were never launched: the test ran another implementation"

@@ -14,8 +14,10 @@ from benchmarks.reference import load_reference
 STEPS = 50
 # "single-select": the single-tensor path with the device-side selection it uses on GPUs / under compile;
 # "foreach-segmented": the multi-tensor path with the batched projection it uses on GPUs
-# "fused-triton": the fused path's Triton kernels (through Triton's interpreter on the CPU)
-IMPLS = ["single", "single-select", "foreach", "foreach-segmented", "fused", "fused-segmented", "fused-triton"]
+# "fused-triton": the fused path's Triton kernels (through Triton's interpreter on the CPU);
+# "default": foreach=None, fused=None (on the CPU the multi-tensor path, adamp/_dispatch.py)
+IMPLS = ["default", "single", "single-select", "foreach", "foreach-segmented", "fused", "fused-segmented",
+         "fused-triton"]
 MATRIX = [(info, vid, impl) for info in OPTIMS for vid in info.variants for impl in IMPLS]
 
 
@@ -25,6 +27,8 @@ def reference():
 
 
 def _impl_kwargs(impl: str) -> dict:
+    if impl == "default":
+        return {}
     return {"foreach": impl.startswith("foreach"), "fused": impl.startswith("fused")}  # "single*": neither
 
 
@@ -64,6 +68,8 @@ def test_matches_reference_float64(reference, info, variant, impl):
     ours, ours_params, ref, ref_params = _pair(info, reference, kwargs, impl)
     run_steps(ours, ours_params, PROBLEM.grad_fn, STEPS)
     run_steps(ref, ref_params, PROBLEM.grad_fn, STEPS)
+    if impl == "default":
+        assert {impl for impl, _ in ours._said} == {"foreach"}  # the CPU default, and only it, ran
     assert max_rel_diff(ref_params, ours_params) <= 1e-12
     ref_state = _state_tensors(ref, ref_params, info.state_keys)
     ours_state = _state_tensors(ours, ours_params, info.state_keys)

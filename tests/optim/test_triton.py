@@ -33,11 +33,13 @@ IDS = ["adamp", "adamp-nesterov", "sgdp", "sgdp-paper", "sgdp-nesterov"]
 @pytest.fixture
 def small_tiles(monkeypatch):
     """Tiles small enough that tiny tensors cross every boundary: rows split into pieces (CHUNK), more rows
-    than a tile (BLOCK_R) and than one iteration of the per-tensor kernel (BLOCK_T)."""
+    than a tile (BLOCK_R), than a row block (BLOCK_T) and more row blocks than one iteration of the decision
+    kernel (BLOCK_B)."""
     monkeypatch.setattr(_triton, "BLOCK_R", 4)
     monkeypatch.setattr(_triton, "BLOCK_C", 16)
     monkeypatch.setattr(_triton, "CHUNK", 48)
     monkeypatch.setattr(_triton, "BLOCK_T", 8)
+    monkeypatch.setattr(_triton, "BLOCK_B", 2)
 
 
 # rows > BLOCK_T and not a multiple of BLOCK_R; rows of 100 = 2 full pieces + a partial one; a 1-D tensor
@@ -96,9 +98,36 @@ def test_every_tiling_boundary_matches_single_float64(small_tiles, cls, kwargs):
 
 
 @needs_kernels
-def test_one_launch_sequence_serves_all_tensors(small_tiles, monkeypatch):
+@pytest.mark.parametrize("cls,kwargs", OPTIMIZERS[::2], ids=IDS[::2])
+def test_a_tensor_with_many_rows_is_split_across_programs_and_matches_single(cls, kwargs, monkeypatch):
+    """A word-embedding-like tensor (many short rows, as the Transformer-XL's 267,735 x 410): its rows are
+    spread over many programs of the row kernel (the decision kernel only combines their partials), with
+    the real tile sizes, and the result equals the single-tensor path's in float64."""
+    g = torch.Generator().manual_seed(2)
+
+    def make():
+        return [torch.nn.Parameter(torch.randn(2600, 3, generator=g, dtype=torch.float64)),
+                torch.nn.Parameter(torch.randn(7, 5, dtype=torch.float64, generator=g))]
+
+    single = make()
+    g.manual_seed(2)
+    kernels = make()
+    grids = []
+    real_rows = _triton._rows_kernel
+    monkeypatch.setattr(_triton, "_rows_kernel", type("Spy", (), {
+        "__getitem__": lambda self, grid: grids.append(grid) or real_rows[grid]})())
+    _run(cls, kwargs, single, 4, triton=False)
+    _run(cls, kwargs, kernels, 4, triton=True)
+    assert grids and grids[0] == (-(-2600 // _triton.BLOCK_T) + 1,)  # 6 row blocks + 1
+    assert max_rel_diff(single, kernels) <= 1e-12
+
+
+KERNELS = ("_stats_kernel", "_rows_kernel", "_decide_kernel", "_apply_kernel")
+
+
+def _count_launches(monkeypatch) -> list:
     launches = []
-    for name in ("_stats_kernel", "_decide_kernel", "_apply_kernel"):
+    for name in KERNELS:
         kernel = getattr(_triton, name)
 
         class Counting:
@@ -107,28 +136,39 @@ def test_one_launch_sequence_serves_all_tensors(small_tiles, monkeypatch):
                 return kernel[grid]
 
         monkeypatch.setattr(_triton, name, Counting())
-    params = _params(torch.float32)
-    _run(adamp.AdamP, dict(lr=1e-3), params, 1, triton=True)
-    layout = _triton.layout_for(params, torch.float32, 0.1)
-    assert [name for name, _ in launches] == ["_stats_kernel", "_decide_kernel", "_apply_kernel"]
-    assert launches[1][1] == (len(SHAPES),)
-    # tiles: ceil(rows * pieces / BLOCK_R) per tensor; the empty tensor has none
-    assert launches[0][1] == launches[2][1] == (6 + 3 + 1 + 1 + 0 + 2 + 1,) == (layout.n_tiles,)
+    return launches
 
 
 @needs_kernels
-def test_layouts_the_kernels_do_not_handle_fall_back_to_inductor(monkeypatch):
+def test_one_launch_sequence_serves_all_tensors(small_tiles, monkeypatch):
+    launches = _count_launches(monkeypatch)
+    params = _params(torch.float32)
+    _run(adamp.AdamP, dict(lr=1e-3), params, 1, triton=True)
+    layout = _triton.layout_for(params, torch.float32, 0.1)
+    assert [name for name, _ in launches] == list(KERNELS)
+    assert launches[2][1] == (len(SHAPES),)
+    # tiles: ceil(rows * pieces / BLOCK_R) per tensor; the empty tensor has none
+    assert launches[0][1] == launches[3][1] == (6 + 3 + 1 + 1 + 0 + 2 + 1,) == (layout.n_tiles,)
+    # row blocks: ceil(rows / BLOCK_T) per tensor (21 rows: 3 blocks of 8)
+    assert launches[1][1] == (3 + 1 + 1 + 1 + 0 + 1 + 1,) == (layout.n_blocks,)
+
+
+@needs_kernels
+def test_layouts_the_kernels_do_not_handle_fall_back_to_foreach_not_inductor(monkeypatch):
     base = torch.randn(6, 4, dtype=torch.float64)
     transposed = [torch.nn.Parameter(base.t()), torch.nn.Parameter(torch.randn(5, 3, dtype=torch.float64))]
     assert not transposed[0].is_contiguous()
     plain = [torch.nn.Parameter(p.detach().clone()) for p in transposed]
     assert not _triton.supported(transposed)
-    answers = []
-    real_step = _triton.step
-    monkeypatch.setattr(_triton, "step", lambda *a, **k: answers.append(real_step(*a, **k)) or answers[-1])
-    _run(adamp.AdamP, dict(lr=1e-2, weight_decay=1e-2), transposed, 3, triton=True)
+    monkeypatch.setattr(_fused, "compiled", lambda *a, **k: pytest.fail("the inductor path was compiled"))
+    launched = []
+    real_launch = _triton.launch
+    monkeypatch.setattr(_triton, "launch", lambda *a, **k: launched.append(1) or real_launch(*a, **k))
+    with pytest.warns(UserWarning, match="the foreach implementation runs: the Triton kernels decline") as seen:
+        _run(adamp.AdamP, dict(lr=1e-2, weight_decay=1e-2), transposed, 3, triton=True)
+    assert len([w for w in seen if "decline" in str(w.message)]) == 1  # said once, not every step
     _run(adamp.AdamP, dict(lr=1e-2, weight_decay=1e-2), plain, 3, triton=False)
-    assert answers == [False] * 3  # asked every step, declined every step
+    assert not launched
     assert max_rel_diff(plain, transposed) <= 1e-12
 
 
@@ -140,7 +180,7 @@ def test_kernels_compile_for_an_h100_without_a_gpu():
     proc = subprocess.run([sys.executable, str(script), "--arch", "90", "--registers"],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    assert "compiled 82 kernel variants for sm_90" in proc.stdout
+    assert "compiled 84 kernel variants for sm_90" in proc.stdout
 
 
 def _cuda_params(dtype):
@@ -157,9 +197,9 @@ def test_compiled_kernels_match_single_on_cuda(cls, kwargs, dtype):
     single, kernels = _cuda_params(dtype), _cuda_params(dtype)
     _run(cls, kwargs, single, 6, triton=False)
     calls = []
-    real = _triton.step
+    real = _triton.launch
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_triton, "step", lambda *a, **k: real(*a, **k) and (calls.append(1) or True))
+        mp.setattr(_triton, "launch", lambda *a, **k: calls.append(1) or real(*a, **k))
         _run(cls, kwargs, kernels, 6, triton=True)
     assert calls
     assert max_rel_diff(single, kernels) <= (1e-12 if dtype == torch.float64 else 1e-5)
