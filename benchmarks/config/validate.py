@@ -336,8 +336,14 @@ def recipe_warnings(resolved: Mapping[str, Any], raw_optimizer: Mapping[str, Any
 
 
 def hashed_view(resolved: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a resolved config that identifies the run (without slurm/name/tags)."""
-    return {k: v for k, v in resolved.items() if k not in NOT_HASHED_KEYS}
+    """The part of a resolved config that identifies the run (without slurm/name/tags, and without the
+    ``train`` keys that only change how a run reports, e.g. ``train.logger``)."""
+    from benchmarks.training.loop import NOT_HASHED_TRAIN_KEYS
+
+    view = {k: v for k, v in resolved.items() if k not in NOT_HASHED_KEYS}
+    if isinstance(view.get("train"), Mapping):
+        view["train"] = {k: v for k, v in view["train"].items() if k not in NOT_HASHED_TRAIN_KEYS}
+    return view
 
 
 __all__ = [
