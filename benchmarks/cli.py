@@ -182,11 +182,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.no_progress:
         os.environ["BENCHMARKS_NO_PROGRESS"] = "1"
     try:
-        with _sigterm_as_interrupt() as terminated:
-            launch_sweep(plan, args.executor, options)
+        launch_sweep(plan, args.executor, options)
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 143 if terminated else 130
+        return 143 if _TERMINATED else 130
     return _left_behind(plan, args.executor)
 
 
@@ -239,6 +238,7 @@ class _sigterm_as_interrupt:
         if self.flag:
             return  # already stopping: a second SIGTERM must not cut the recording short
         self.flag.set()
+        _TERMINATED.set()
         raise KeyboardInterrupt("SIGTERM")
 
     def __exit__(self, *exc) -> None:
@@ -255,6 +255,10 @@ class _Flag:
 
     def __bool__(self) -> bool:
         return self.value
+
+
+#: set when SIGTERM stopped the command (exit 143 instead of Ctrl-C's 130)
+_TERMINATED = _Flag()
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -390,19 +394,33 @@ def cmd_optimizers(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m benchmarks`` / ``adamp-bench``; returns the exit code."""
-    parser = build_parser()
+    with _sigterm_as_interrupt():
+        return _main(argv)
+
+
+#: set when SIGTERM stopped the command (exit 143 instead of Ctrl-C's 130)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    try:
+        parser = build_parser()
+    except KeyboardInterrupt:  # Ctrl-C while the modules load: nothing ran yet
+        print("interrupted", file=sys.stderr)
+        return 143 if _TERMINATED else 130
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # inside the try: a reader that went away must not give a traceback at exit
+        return code
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return 143 if _TERMINATED else 130
     except BrokenPipeError:
         # the reader went away (`status DIR | head`): not an error of this command, and no traceback
         _silence_stdout()

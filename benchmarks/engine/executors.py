@@ -379,6 +379,7 @@ class LocalExecutor(Executor):
                     # A killed worker (e.g. by the OOM killer) breaks the whole pool: start a fresh one so that
                     # the remaining runs still execute.
                     pool.shutdown(wait=False, cancel_futures=True)
+                    _reap_workers(pool)
                     pool = new_pool()
                     if gpu_queue is not None:
                         for slot in slots:
@@ -420,6 +421,21 @@ def _terminate_workers(pool: cf.ProcessPoolExecutor) -> None:
             if process.is_alive():
                 process.terminate()
         except (OSError, ValueError, AttributeError):
+            pass
+
+
+def _reap_workers(pool: cf.ProcessPoolExecutor, timeout: float = 30.0) -> None:
+    """Wait for the workers of a broken pool (stopped with SIGTERM, they record their runs first) and kill
+    the ones still alive after ``timeout``: a straggler would keep the pool's manager thread, which the
+    interpreter joins at exit, waiting forever."""
+    deadline = time.monotonic() + timeout
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        try:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join(5.0)
+        except (OSError, ValueError, AttributeError, AssertionError):
             pass
 
 
