@@ -8,14 +8,20 @@ from . import harness
 
 
 @pytest.fixture(scope="session")
-def reference(tmp_path_factory):
-    """Snapshot of the sweep run once without faults: what every faulted sweep must end up equal to."""
+def reference_out(tmp_path_factory):
+    """OUT folder of the sweep run once without faults."""
     folder = tmp_path_factory.mktemp("reference")
     cfg = harness.write_config(folder)
     out = folder / "out"
     result = harness.run(cfg, out)
     assert result.returncode == 0, result.stdout + result.stderr
-    snap = harness.snapshot(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def reference(reference_out):
+    """Snapshot of the uninterrupted sweep: what every faulted sweep must end up equal to."""
+    snap = harness.snapshot(reference_out)
     assert len(snap) == harness.N_RUNS and {s["status"] for s in snap.values()} == {"done"}
     return snap
 
