@@ -68,8 +68,13 @@ def test_signal_then_one_plain_rerun_equals_an_uninterrupted_sweep(trial, refere
         raise
     context = f"trial {index}: {name} to {target} ({what}) after {DELAYS[index]} s; exit {proc.returncode}\n{output}"
 
+    finished_when_it_died = sorted(r for r, st in store.run_statuses(trial.out).items() if st == "done")
     orphans = harness.wait_for_no_processes(marker)
     assert not orphans, f"processes left alive: {orphans}\n{context}"
+    if target == "main" and name == "SIGKILL":
+        # the workers died with the sweep: no run went on to finish after it was killed
+        finished = sorted(r for r, st in store.run_statuses(trial.out).items() if st == "done")
+        assert finished == finished_when_it_died, f"runs finished by orphaned workers\n{context}"
     assert not harness.corrupt_records(trial.out), context
     assert "Traceback" not in output, context
     assert "leaked semaphore" not in output, context
