@@ -62,13 +62,15 @@ def test_signal_then_one_plain_rerun_equals_an_uninterrupted_sweep(trial, refere
     time.sleep(DELAYS[index])
     what = _send(proc, marker, target, sig) if proc.poll() is None else "nothing (the sweep had ended)"
     try:
+        # the sweep process's exit, not the end of its output: orphaned workers would keep the pipe open
+        proc.wait(timeout=harness.EXIT_TIMEOUT_S)
+        finished_when_it_died = sorted(r for r, st in store.run_statuses(trial.out).items() if st == "done")
         output, _ = proc.communicate(timeout=harness.EXIT_TIMEOUT_S)
     except Exception:
         harness.kill_all(marker)
         raise
     context = f"trial {index}: {name} to {target} ({what}) after {DELAYS[index]} s; exit {proc.returncode}\n{output}"
 
-    finished_when_it_died = sorted(r for r, st in store.run_statuses(trial.out).items() if st == "done")
     orphans = harness.wait_for_no_processes(marker)
     assert not orphans, f"processes left alive: {orphans}\n{context}"
     if target == "main" and name == "SIGKILL":
