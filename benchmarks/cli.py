@@ -1,13 +1,16 @@
 """Command line: ``python -m benchmarks <command>`` (also installed as ``adamp-bench``).
 
-Exit codes: 0 success; 1 some runs failed (or nothing to show); 2 config error (nothing launched, nothing
-written); 130 interrupted by Ctrl-C.
+Exit codes: 0 success; 1 some runs failed or were left interrupted, also by an earlier launch (or nothing to
+show; a full disk); 2 config error (nothing launched, nothing written); 130 interrupted by Ctrl-C, 143 by
+SIGTERM (the runs are recorded interrupted; rerun the same command to resume).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -55,7 +58,8 @@ examples:
   # retry the runs that failed last time (finished ones are always skipped):
   python -m benchmarks run cfg.yaml --retry-failed
 
-exit codes: 0 ok, 1 some runs failed, 2 config error (nothing launched or written), 130 Ctrl-C.
+exit codes: 0 ok, 1 some runs failed or are left interrupted (a rerun resumes interrupted runs; failed ones
+need --retry-failed), 2 config error (nothing launched or written), 130 Ctrl-C, 143 SIGTERM.
 """
 
 
@@ -186,7 +190,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"{plan_summary(plan)}, {len(todo)} to run; "
           f"results in {', '.join(str(o) for o in plan.out_dirs)}", file=sys.stderr)
     if not todo:
-        return 0
+        return _left_behind(plan, args.executor)
     options = {k: v for k, v in vars(args).items() if k not in ("func", "configs", "overrides")}
     options["progress"] = not args.no_progress
     if args.no_progress:
@@ -195,17 +199,80 @@ def cmd_run(args: argparse.Namespace) -> int:
         launch_sweep(plan, args.executor, options)
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
-    if args.executor in ("local", "debug"):
-        statuses = {}
-        for out in plan.out_dirs:
-            statuses.update(store.run_statuses(out, [r.spec.run_id for r in todo if r.spec.out_dir == out]))
-        failed = [rid for rid, s in statuses.items() if s == "failed"]
-        if failed:
-            print(f"{len(failed)} run(s) failed; see `python -m benchmarks status {plan.out_dirs[0]}`",
-                  file=sys.stderr)
-            return 1
-    return 0
+        return 143 if _TERMINATED else 130
+    return _left_behind(plan, args.executor)
+
+
+def _left_behind(plan, executor: str) -> int:
+    """1 (and a line saying so) when runs of the plan are failed or interrupted after the launch, else 0.
+
+    A rerun that skips failed runs must not look like a clean finish; interrupted runs (a worker died, the
+    disk filled up) are resumed by the same command."""
+    from benchmarks import store
+
+    if executor not in ("local", "debug"):
+        return 0  # the runs are still queued or running elsewhere
+    statuses: dict[str, str] = {}
+    for out in plan.out_dirs:
+        statuses.update(store.run_statuses(out, [r.spec.run_id for r in plan.runs if r.spec.out_dir == out]))
+    failed = sorted(rid for rid, s in statuses.items() if s == "failed")
+    paths = {r.spec.run_id: r.spec.run_dir for r in plan.runs}
+    elsewhere = sorted(rid for rid, s in statuses.items() if s == "running" and store.RunLock(paths[rid]).is_held())
+    stopped = sorted(rid for rid, s in statuses.items()
+                     if s == "interrupted" or (s == "running" and rid not in elsewhere))
+    where = plan.out_dirs[0] if plan.out_dirs else "OUT"
+    if elsewhere:
+        print(f"{len(elsewhere)} run(s) are running in another process (a concurrent `run` on the same folder)",
+              file=sys.stderr)
+    if stopped:
+        print(f"{len(stopped)} run(s) interrupted (e.g. a worker process died): rerun the same command to resume "
+              f"them", file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} run(s) failed (rerun them with --retry-failed); see "
+              f"`python -m benchmarks status {where}`", file=sys.stderr)
+    return 1 if failed or stopped else 0
+
+
+class _sigterm_as_interrupt:
+    """SIGTERM (what `kill`, SLURM and most schedulers send first) stops a sweep as Ctrl-C does: the runs are
+    recorded interrupted. The flag it returns tells whether SIGTERM was the cause."""
+
+    def __init__(self):
+        self.flag = _Flag()
+        self._previous = None
+
+    def __enter__(self) -> "_Flag":
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self.flag
+
+    def _handle(self, signum, frame) -> None:
+        if self.flag:
+            return  # already stopping: a second SIGTERM must not cut the recording short
+        self.flag.set()
+        _TERMINATED.set()
+        raise KeyboardInterrupt("SIGTERM")
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+class _Flag:
+    def __init__(self):
+        self.value = False
+
+    def set(self) -> None:
+        self.value = True
+
+    def __bool__(self) -> bool:
+        return self.value
+
+
+#: set when SIGTERM stopped the command (exit 143 instead of Ctrl-C's 130)
+_TERMINATED = _Flag()
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -218,7 +285,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not (out / store.RUNS_DIR).is_dir() and not (out / store.SWEEPS_DIR).is_dir():
         print(f"error: {out} holds no runs (expected {out}/runs/ or {out}/sweeps/)", file=sys.stderr)
         return 1
-    records = {r["run_id"]: r for r in store.load_records(out)}
+    records = {r["run_id"]: r for r in store.load_records(out, unreadable=True, warn=False)}
+    stale = set()
+    for rid, record in records.items():
+        # a run killed hard (SIGKILL, node failure) still says "running", but its lock died with it
+        if record.get("status") == "running" and not store.RunLock(store.run_path(out, rid)).is_held():
+            stale.add(rid)
+            records[rid] = {**record, "status": "interrupted",
+                            "error": "stale: its process is gone (killed hard); a rerun resumes it"}
     manifests = store.list_manifests(out)
     queued = set()
     for manifest in manifests:
@@ -228,11 +302,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     counts = collections.Counter(str(r.get("status")) for r in records.values())
     counts["queued"] += len(queued)
     total = len(records) + len(queued)
-    order = ["done", "running", "queued", "interrupted", "diverged", "failed"]
+    order = ["done", "running", "queued", "interrupted", "diverged", "failed", store.UNREADABLE]
     parts = [f"{counts[s]} {s}" for s in order if counts[s]]
     parts += [f"{n} {s}" for s, n in counts.items() if s not in order and n]
     print(f"{out}: {total} runs: {', '.join(parts) if parts else 'none'}")
-    for label in ("failed", "diverged"):
+    for label in ("failed", "diverged", "interrupted", store.UNREADABLE):
         bad = [r for r in records.values() if r.get("status") == label]
         if bad:
             print(f"{label}:")
@@ -339,19 +413,55 @@ def cmd_optimizers(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m benchmarks`` / ``adamp-bench``; returns the exit code."""
-    parser = build_parser()
+    with _sigterm_as_interrupt():
+        return _main(argv)
+
+
+#: set when SIGTERM stopped the command (exit 143 instead of Ctrl-C's 130)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    try:
+        parser = build_parser()
+    except KeyboardInterrupt:  # Ctrl-C while the modules load: nothing ran yet
+        print("interrupted", file=sys.stderr)
+        return 143 if _TERMINATED else 130
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # inside the try: a reader that went away must not give a traceback at exit
+        return code
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return 143 if _TERMINATED else 130
+    except BrokenPipeError:
+        # the reader went away (`status DIR | head`): not an error of this command, and no traceback
+        _silence_stdout()
+        return 141
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        from benchmarks.store import describe_out_of_space
+
+        message = exc.strerror if exc.strerror and exc.strerror[0].islower() else \
+            f"{describe_out_of_space(exc)}; free space and rerun the same command to resume"
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that Python's final flush does not raise BrokenPipeError again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 __all__ = ["build_parser", "main"]

@@ -15,6 +15,7 @@ turns the records into one pandas row per run, ``load_history`` the histories in
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import functools
 import json
@@ -23,6 +24,8 @@ import platform
 import socket
 import subprocess
 import sys
+import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -35,8 +38,42 @@ HISTORY = "history.jsonl"
 TRACEBACK = "traceback.txt"
 LOCK = ".lock"
 
-#: every status a record can have; ``interrupted``: stopped by Ctrl-C or a preemption (rerun resumes it)
+#: every status a record can have; ``interrupted``: stopped by Ctrl-C, SIGTERM, a preemption, a dead worker or
+#: a full disk (a rerun resumes it). ``status``/``results`` also show ``unreadable`` (a record.json that cannot
+#: be parsed; a rerun rewrites it) and ``running`` runs whose lock is gone as ``interrupted``.
 STATUSES = ("queued", "running", "done", "diverged", "failed", "interrupted")
+#: pseudo-status of a run folder whose record.json exists but cannot be read
+UNREADABLE = "unreadable"
+
+#: errnos that mean "the file system is full" (no space, or the user's quota)
+_NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+class OutOfSpace(OSError):
+    """The results folder's file system is full: the runs concerned are recorded ``interrupted`` (when the
+    record can still be written) and a rerun after freeing space resumes them."""
+
+
+def out_of_space(exc: BaseException | None) -> OSError | None:
+    """The ENOSPC/EDQUOT OSError behind ``exc`` (itself, or in its cause/context chain), or None.
+
+    torch's checkpoint writer reports a failed write as a RuntimeError ("unexpected pos ..."); the
+    checkpoint module attaches the OSError behind it as the cause, so it is found here too."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) and exc.errno in _NO_SPACE_ERRNOS:
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def describe_out_of_space(exc: BaseException) -> str:
+    """One line: ``no space left on device (writing PATH)``."""
+    err = out_of_space(exc) or exc
+    where = getattr(err, "filename", None)
+    reason = os.strerror(err.errno).lower() if isinstance(err, OSError) and err.errno else "no space left on device"
+    return f"{reason}" + (f" (writing {where})" if where else "")
 #: statuses a rerun skips (``failed`` too, unless --retry-failed)
 FINISHED = ("done", "diverged")
 
@@ -60,12 +97,23 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, *, fsync: bool = True) 
 
 def read_json(path: str | os.PathLike) -> dict | None:
     """Read a JSON object; None when missing or unreadable (a reader must never crash on a bad file)."""
+    return read_json_checked(path)[0]
+
+
+def read_json_checked(path: str | os.PathLike) -> tuple[dict | None, str | None]:
+    """``(object, None)``, ``(None, None)`` when the file is missing, ``(None, why)`` when it is unreadable."""
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
+    except (FileNotFoundError, NotADirectoryError):
+        return None, None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    except OSError as exc:
+        return None, f"{type(exc).__name__}: {exc.strerror or exc}"
+    if not isinstance(data, dict):
+        return None, f"holds a JSON {type(data).__name__}, not an object"
+    return data, None
 
 
 def read_record(run_dir: str | os.PathLike) -> dict | None:
@@ -88,7 +136,8 @@ def list_run_ids(out_dir: str | os.PathLike) -> list[str]:
 
 
 def run_statuses(out_dir: str | os.PathLike, run_ids: Iterable[str] | None = None) -> dict[str, str]:
-    """run id -> status for the runs that have a record (runs without one are absent)."""
+    """run id -> status for the runs that have a readable record (runs without one are absent, so that a
+    rerun runs them again and rewrites an unreadable record)."""
     root = runs_root(out_dir)
     ids = list_run_ids(out_dir) if run_ids is None else run_ids
     if run_ids is not None:
@@ -110,18 +159,46 @@ class RunLock:
         self.path = Path(run_dir) / LOCK
         self._fd: int | None = None
 
-    def acquire(self) -> bool:
+    def acquire(self, attempts: int = 3) -> bool:
+        """Take the lock; False when another live process holds it. A lock held only for an instant by
+        :meth:`is_held` (``status`` probing it) is retried ``attempts`` times, 20 ms apart."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        for attempt in range(max(1, attempts)):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if attempt + 1 >= max(1, attempts):
+                    os.close(fd)
+                    return False
+                time.sleep(0.02)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return False
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+        except OSError:  # a full disk: the lock itself still holds (the content is informative only)
+            pass
         self._fd = fd
         return True
+
+    def is_held(self) -> bool:
+        """Whether a live process holds the lock (probed with a shared, non-blocking flock, released at
+        once). A run whose record says ``running`` but whose lock is free was killed hard."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True  # cannot tell: do not call a possibly live run stale
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        finally:
+            os.close(fd)
 
     def release(self) -> None:
         if self._fd is not None:
@@ -228,15 +305,50 @@ def flatten_record(record: Mapping[str, Any]) -> dict[str, Any]:
     return row
 
 
-def load_records(out_dir: str | os.PathLike) -> list[dict]:
-    """Every readable record.json under OUT/runs."""
+def remove_leftover_tmp(run_dir: str | os.PathLike) -> list[str]:
+    """Delete the temporary files of atomic writes (``.<name>.*.tmp``, ``.checkpoint-*.tmp``) in a run folder.
+
+    Only the holder of the run's lock writes in its folder, so under the lock every such file was left by a
+    writer that died (killed while writing a checkpoint or a record). Returns the names removed."""
+    removed = []
+    try:
+        entries = list(os.scandir(run_dir))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        if entry.name.startswith(".") and entry.name.endswith(".tmp") and entry.is_file(follow_symlinks=False):
+            try:
+                os.unlink(entry.path)
+                removed.append(entry.name)
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+def unreadable_record(run_id: str, path: str | os.PathLike, reason: str) -> dict:
+    """The stand-in record of a run whose record.json cannot be read: status ``unreadable``, the file named."""
+    return {"run_id": run_id, "status": UNREADABLE, "config": {}, "metrics": {}, "timing": {}, "env": {},
+            "error": f"unreadable {path}: {reason}; a rerun of the sweep runs it again and rewrites it"}
+
+
+def load_records(out_dir: str | os.PathLike, *, unreadable: bool = False, warn: bool = True) -> list[dict]:
+    """Every readable record.json under OUT/runs.
+
+    An unreadable record.json (truncated, not JSON, not UTF-8) is never dropped silently: ``warn`` emits a
+    warning naming the file, and ``unreadable=True`` includes it as a record with status ``unreadable``."""
     root = str(runs_root(out_dir))
     out = []
     for run_id in list_run_ids(out_dir):
-        record = read_json(os.path.join(root, run_id, RECORD))
+        path = os.path.join(root, run_id, RECORD)
+        record, problem = read_json_checked(path)
         if record is not None:
             record.setdefault("run_id", run_id)
             out.append(record)
+        elif problem is not None:
+            if warn:
+                warnings.warn(f"unreadable run record {path}: {problem}", RuntimeWarning, stacklevel=2)
+            if unreadable:
+                out.append(unreadable_record(run_id, path, problem))
     return out
 
 
@@ -247,10 +359,12 @@ def _outs(out_dir: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path
 
 
 def load_results(out_dir: str | os.PathLike | Iterable[str | os.PathLike]):
-    """One row per run of one or several OUT folders (see :func:`flatten_record` for the columns)."""
+    """One row per run of one or several OUT folders (see :func:`flatten_record` for the columns).
+
+    A record.json that cannot be read gives a warning naming the file and a row with status ``unreadable``."""
     import pandas as pd
 
-    rows = [flatten_record(r) for out in _outs(out_dir) for r in load_records(out)]
+    rows = [flatten_record(r) for out in _outs(out_dir) for r in load_records(out, unreadable=True)]
     if not rows:
         return pd.DataFrame(columns=["run_id", "status"])
     frame = pd.DataFrame.from_records(rows)
@@ -312,18 +426,24 @@ def load_history(out_dir: str | os.PathLike | Iterable[str | os.PathLike], run_i
 __all__ = [
     "FINISHED",
     "STATUSES",
+    "UNREADABLE",
+    "OutOfSpace",
     "RunLock",
     "collect_env",
     "flatten_record",
     "git_commit",
     "list_manifests",
+    "describe_out_of_space",
     "list_run_ids",
     "load_history",
     "load_records",
     "load_results",
     "read_history",
+    "out_of_space",
     "read_json",
+    "read_json_checked",
     "read_record",
+    "remove_leftover_tmp",
     "run_path",
     "run_statuses",
     "write_json_atomic",

@@ -358,22 +358,24 @@ def recipe_warnings(resolved: Mapping[str, Any], raw_optimizer: Mapping[str, Any
 
 
 def hashed_view(resolved: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a resolved config that identifies the run (without slurm/name/tags).
+    """The part of a resolved config that identifies the run (without slurm/name/tags, and without the
+    ``train`` keys that only change how a run reports, e.g. ``train.logger``).
 
     ``data.root`` says where a data set is, not which one (that is ``data.name`` and the other data keys), so
     it is hashed as null: moving a data set to another mount keeps every result's run id. Hashing it as null
     rather than dropping it keeps the ids of configs whose root was null (toys, digits, synthetic corpora).
-    ``train.select: last`` is hashed as absent (see below).
+    ``train.select: last`` is hashed as absent: every run reported its last evaluation before train.select
+    existed, so "last" keeps those ids while "best" (other reported metrics) gets ids of its own.
     """
+    from benchmarks.training.loop import NOT_HASHED_TRAIN_KEYS
+
     view = {k: v for k, v in resolved.items() if k not in NOT_HASHED_KEYS}
     data = view.get("data")
     if isinstance(data, dict) and data.get("root") is not None:
         view["data"] = {**data, "root": None}
-    train = view.get("train")
-    if isinstance(train, dict) and train.get("select") == "last":
-        # every run reported its last evaluation before train.select existed: "last" keeps those ids, while
-        # "best" (other reported metrics) gets ids of its own
-        view["train"] = {k: v for k, v in train.items() if k != "select"}
+    if isinstance(view.get("train"), Mapping):
+        view["train"] = {k: v for k, v in view["train"].items()
+                         if k not in NOT_HASHED_TRAIN_KEYS and not (k == "select" and v == "last")}
     return view
 
 

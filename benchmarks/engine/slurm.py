@@ -249,6 +249,30 @@ def _scontrol_config() -> dict[str, str]:
     return _CLUSTER_CONFIG
 
 
+#: seconds ``scontrol ping`` may take before SLURM counts as unavailable
+PING_TIMEOUT_S = 20.0
+
+
+def slurm_unavailable() -> str | None:
+    """Why SLURM cannot take jobs from here (no ``sbatch``, no controller answering), or None."""
+    if shutil.which("sbatch") is None:
+        return ("SLURM's sbatch is not on PATH (a local test cluster: sudo bash scripts/slurm_local.sh up; "
+                "or run here with --executor local)")
+    if shutil.which("scontrol") is None:
+        return None  # cannot ask; sbatch itself will tell
+    try:
+        result = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=PING_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return f"no SLURM controller answered `scontrol ping` within {PING_TIMEOUT_S:.0f} s"
+    except OSError as exc:
+        return f"`scontrol ping` could not run: {exc}"
+    text = (result.stdout + result.stderr).strip()
+    if result.returncode != 0 or "DOWN" in text or " UP" not in text:
+        first = text.splitlines()[0] if text else f"exit status {result.returncode}"
+        return f"no SLURM controller is answering (`scontrol ping`: {first})"
+    return None
+
+
 def max_array_size() -> int:
     """The cluster's MaxArraySize (array indices run 0..MaxArraySize-1); read once per process."""
     value = _scontrol_config().get("MaxArraySize", "1001")
@@ -556,6 +580,15 @@ class SlurmExecutor(Executor):
         if self._max_array:
             return max(1, int(self._max_array))
         return max_array_size() if self.cluster == "slurm" else 1_000_000
+
+    def preflight(self, specs: list[RunSpec]) -> None:
+        """SLURM must answer before anything is written or the code frozen: ``sbatch`` on PATH and a
+        controller that replies to ``scontrol ping`` (one-line ConfigError otherwise, exit 2)."""
+        if self.cluster != "slurm" or not specs:
+            return
+        problem = slurm_unavailable()
+        if problem:
+            raise ConfigError(f"--executor slurm: {problem}; nothing was submitted or written")
 
     def launch(self, specs: list[RunSpec], sweep_dir: Path) -> list[dict]:
         """Submit ``specs`` as one job array per distinct ``slurm:`` section (split at MaxArraySize).

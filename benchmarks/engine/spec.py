@@ -77,7 +77,10 @@ def execute_run(spec: RunSpec, ctx_extra: Mapping[str, Any] | None = None, *, po
     traceback in traceback.txt), a NaN/inf loss ``diverged``. A run already ``done``/``diverged`` is not run
     again; a run locked by another live process is left alone (returns ``running``). Ctrl-C and preemption
     leave the record ``interrupted`` (the checkpoint, if any, lets a rerun resume); KeyboardInterrupt is
-    re-raised so that the caller stops. Under distributed training only rank 0 writes the record.
+    re-raised so that the caller stops. A full disk (ENOSPC/EDQUOT anywhere in the run) is not the run's
+    failure either: the record says ``interrupted`` with a one-line "no space left on device" error (when it
+    can still be written) and :class:`benchmarks.store.OutOfSpace` is raised so that the sweep stops; a rerun
+    after freeing space resumes it. Under distributed training only rank 0 writes the record.
     ``post_mortem`` opens pdb at a failing run's exception (the debug executor's ``--pdb``).
     """
     from benchmarks.training import loop
@@ -89,6 +92,8 @@ def execute_run(spec: RunSpec, ctx_extra: Mapping[str, Any] | None = None, *, po
     if rank == 0 and not lock.acquire():
         return "running"
     try:
+        if rank == 0:
+            store.remove_leftover_tmp(run_dir)  # under the lock: left by a writer that was killed
         previous = store.read_record(run_dir)
         if previous is not None and previous.get("status") in store.FINISHED:
             return str(previous["status"])
@@ -105,9 +110,16 @@ def execute_run(spec: RunSpec, ctx_extra: Mapping[str, Any] | None = None, *, po
         }
         if rank == 0:
             (run_dir / store.TRACEBACK).unlink(missing_ok=True)
-            store.write_record(run_dir, record)
+            try:
+                store.write_record(run_dir, record)
+            except OSError as exc:
+                if store.out_of_space(exc) is None:
+                    raise
+                raise store.OutOfSpace(exc.errno, f"{store.describe_out_of_space(exc)}; run {spec.run_id} not "
+                                                  f"started") from exc
         t0 = time.perf_counter()
         status = "failed"
+        no_space: OSError | None = None
         try:
             result = loop.train(spec.config, run_dir, ctx_extra=ctx_extra)
             status = result["status"]
@@ -136,6 +148,13 @@ def execute_run(spec: RunSpec, ctx_extra: Mapping[str, Any] | None = None, *, po
             status = "interrupted"
             record["error"] = f"preempted: {exc}"
         except Exception as exc:  # noqa: BLE001 - a failing run must never take the sweep down
+            if store.out_of_space(exc) is not None:
+                # torch reports a failed checkpoint write as "unexpected pos ..."; the run did not fail
+                status = "interrupted"
+                record["error"] = (f"{store.describe_out_of_space(exc)}; free space and rerun the sweep to "
+                                   f"resume")
+                no_space = store.out_of_space(exc)
+                return status  # the finally below records it; OutOfSpace is raised after that
             if _raised_while_interrupted(exc):
                 # e.g. cleanup code that fails because Ctrl-C cut an import or a write short: the run did not
                 # fail, it was interrupted (a "failed" record would make a rerun skip it)
@@ -156,7 +175,17 @@ def execute_run(spec: RunSpec, ctx_extra: Mapping[str, Any] | None = None, *, po
             record["timing"]["ended"] = _now()
             record["timing"]["wall_s"] = time.perf_counter() - t0
             if rank == 0:
-                store.write_record(run_dir, record)
+                try:
+                    store.write_record(run_dir, record)
+                except OSError as exc:
+                    if store.out_of_space(exc) is None:
+                        raise
+                    # the record still says "running" (atomic write): with its lock gone, it reads as
+                    # interrupted, and a rerun resumes it like one
+                    no_space = no_space or exc
+            if no_space is not None:
+                raise store.OutOfSpace(no_space.errno, f"{store.describe_out_of_space(no_space)}; run "
+                                                       f"{spec.run_id} stopped; a rerun resumes it") from None
         return status
     finally:
         lock.release()

@@ -288,8 +288,9 @@ def launch_sweep(plan: SweepPlan, executor: str = "local", options: Mapping[str,
 
     options = dict(options or {})
     runner = get_executor(executor, options)
-    sweep_id = new_sweep_id()
     specs = [r.spec for r in plan.to_run]
+    runner.preflight(specs)  # e.g. SLURM answers: checked before anything is written or frozen
+    sweep_id = new_sweep_id()
     outs = plan.out_dirs
     sweep_dir = (outs[0] if outs else Path(".")) / store.SWEEPS_DIR / sweep_id
     sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -133,6 +133,25 @@ def _write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
+class _WriteRecorder:
+    """A file wrapper that remembers the OSError of a failed write: torch's zip writer turns it into a
+    RuntimeError ("unexpected pos ...") that does not say the disk is full."""
+
+    def __init__(self, fh):
+        self._fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self._fh.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+
 def _remove_stale_tmp(run_dir: Path) -> None:
     now = time.time()
     for tmp in run_dir.glob(f"{_TMP_PREFIX}*{_TMP_SUFFIX}"):
@@ -162,7 +181,14 @@ def save_checkpoint(run_dir: Path, state: dict) -> Path:
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
+            writer = _WriteRecorder(fh)
+            try:
+                torch.save(state, writer)
+            except RuntimeError as exc:
+                if writer.error is None:
+                    raise
+                err = writer.error
+                raise OSError(err.errno, f"{err.strerror} (writing checkpoint)", str(tmp)) from exc
             fh.flush()
             os.fsync(fh.fileno())
         digest, size = _sha256(tmp)

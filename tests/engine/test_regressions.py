@@ -94,8 +94,8 @@ def test_worker_crash_does_not_overwrite_a_run_another_process_took_over(tmp_pat
         assert other.acquire()
         executors._record_worker_crash(spec, RuntimeError("killed"))
         assert store.read_record(spec.run_dir)["status"] == "running"
-    executors._record_worker_crash(spec, RuntimeError("killed"))  # nobody holds it: recorded as failed
-    assert store.read_record(spec.run_dir)["status"] == "failed"
+    executors._record_worker_crash(spec, RuntimeError("killed"))  # nobody holds it: recorded (interrupted)
+    assert store.read_record(spec.run_dir)["status"] == "interrupted"
 
 
 def test_fractional_warmup_never_exceeds_the_base_lr(tmp_path):

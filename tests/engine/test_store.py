@@ -6,6 +6,7 @@ import json
 import multiprocessing
 
 import pandas as pd
+import pytest
 
 import benchmarks
 from benchmarks import store
@@ -58,7 +59,10 @@ def test_torn_history_line_and_corrupt_record_are_tolerated(tmp_path):
     (run / "history.jsonl").write_text('{"step": 1, "epoch": 0, "split": "train", "loss": 1.0}\n{"step": 2, "ep')
     (run / "record.json").write_text('{"run_id": "x", "sta')
     assert store.read_history(run) == [{"step": 1, "epoch": 0, "split": "train", "loss": 1.0}]
-    assert benchmarks.load_results(tmp_path).empty
+    # never dropped silently: a warning names the file, and the row says the record is unreadable
+    with pytest.warns(RuntimeWarning, match=r"unreadable run record .*runs/x/record\.json"):
+        frame = benchmarks.load_results(tmp_path)
+    assert frame["status"].tolist() == ["unreadable"] and "record.json" in frame["error"][0]
     assert len(benchmarks.load_history(tmp_path)) == 1
 
 

@@ -26,7 +26,7 @@ def error_of(cfg) -> str:
 
 TRAIN_KEYS = ("`batch_size`, `channels_last`, `checkpoint_every_minutes`, `checkpoint_every_steps`, `deterministic`, "
               "`device`, `diagnostics`, `epochs`, `eval_batch_size`, `eval_every`, `grad_clip`, `log_every`, "
-              "`max_steps`, `num_threads`, `num_workers`, `precision`, `seed`, `select`")
+              "`logger`, `max_steps`, `num_threads`, `num_workers`, `precision`, `seed`, `select`")
 
 
 @pytest.mark.parametrize("cfg, message", [
