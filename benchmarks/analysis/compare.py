@@ -53,6 +53,7 @@ PRIMARY_METRICS: dict[str, tuple[str, str]] = {
     "retrieval": ("recall_at_1", "max"),
     "language_model": ("test_ppl", "min"),
     "audio": ("val_score", "max"),
+    "detection": ("ap", "max"),
 }
 
 #: ``train.*`` keys that do not change what a run computes; ignored when grouping runs into tasks

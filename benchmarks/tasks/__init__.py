@@ -15,6 +15,7 @@ TASKS: dict[str, str] = {
     "retrieval": "benchmarks.tasks.retrieval:Retrieval",
     "language_model": "benchmarks.tasks.language_model:LanguageModel",
     "audio": "benchmarks.tasks.audio:Audio",
+    "detection": "benchmarks.tasks.detection:Detection",
 }
 
 
