@@ -41,7 +41,9 @@ def load_vgg_backbone(ssd: nn.Module, path: str) -> None:
 
     from benchmarks.models.vision import load_pretrained
 
-    vgg = torchvision.models.vgg16(weights=None)
+    # the convolutional part of torchvision's vgg16 only (its 120M-parameter classifier is never used)
+    vgg = nn.Module()
+    vgg.features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"])
     load_pretrained(vgg, path, exclude=("classifier.",))
     source = _vgg_convs(vgg.features)
     backbone = ssd.backbone

@@ -106,7 +106,7 @@ class Detection(Task):
             "skip_empty": None,  # drop training images without boxes; null: the detector's recipe
             "train_max_images": None,  # first N training images only (quick runs; marks a run reduced)
             "val_max_images": None,  # first N validation images only
-            "digits": {"train": 2000, "val": 400, "size": 128, "max_objects": 4, "seed": 0},
+            "digits": {"train": 1500, "val": 300, "size": 64, "scale_range": [12, 32], "max_objects": 3, "seed": 0},
         },
         "model": {
             "name": "centernet",  # centernet | ssd300_vgg16 | ssdlite320_mobilenet_v3_large
@@ -232,7 +232,8 @@ class Detection(Task):
 
         digits = data["digits"]
         return cached_set(data_cache_dir(), train=int(digits["train"]), val=int(digits["val"]),
-                          size=int(digits["size"]), max_objects=int(digits["max_objects"]), seed=int(digits["seed"]))
+                          size=int(digits["size"]), scale_range=[int(v) for v in digits["scale_range"]],
+                          max_objects=int(digits["max_objects"]), seed=int(digits["seed"]))
 
     @cached_property
     def splits(self) -> tuple[Any, Any]:
