@@ -95,7 +95,8 @@ def test_reader_crowd_and_empty_images(tmp_path):
     ("{not json", "not valid json"),
     ("[]", "top level is a list"),
     ('{"images": [], "annotations": []}', "'categories'"),
-    ('{"images": [{"id": 1}], "annotations": [], "categories": []}', "images[0] lacks ['file_name', 'width', 'height']"),
+    ('{"images": [{"id": 1}], "annotations": [], "categories": []}',
+     "images[0] lacks ['file_name', 'width', 'height']"),
     ('{"images": [{"id": 1, "file_name": "x.jpg", "width": 4, "height": 4}], "categories": [{"id": 1}], '
      '"annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 2]}]}', "bbox is [0, 0, 2]"),
     ('{"images": [{"id": 1, "file_name": "x.jpg", "width": 4, "height": 4}], "categories": [{"id": 1}], '

@@ -114,7 +114,8 @@ class CenterNet(nn.Module):
         import torchvision
 
         if backbone not in BACKBONES:
-            raise ConfigError(f"model.backbone: {backbone!r} is not a CenterNet backbone; valid: {', '.join(BACKBONES)}")
+            raise ConfigError(f"model.backbone: {backbone!r} is not a CenterNet backbone; "
+                              f"valid: {', '.join(BACKBONES)}")
         if neck not in NECKS:
             raise ConfigError(f"model.neck: {neck!r}; valid: {', '.join(NECKS)}")
         channels = tuple(int(c) for c in (neck_channels or NECK_CHANNELS[neck]))

@@ -47,7 +47,8 @@ def load_vgg_backbone(ssd: nn.Module, path: str) -> None:
     load_pretrained(vgg, path, exclude=("classifier.",))
     source = _vgg_convs(vgg.features)
     backbone = ssd.backbone
-    target = _vgg_convs(backbone.features) + _vgg_convs(backbone.extra[0])[: len(source) - len(_vgg_convs(backbone.features))]
+    head = _vgg_convs(backbone.features)  # conv1_1 .. conv4_3; conv5_x open the first "extra" block
+    target = head + _vgg_convs(backbone.extra[0])[: len(source) - len(head)]
     if len(source) != 13 or len(target) != 13:
         raise RuntimeError(f"expected 13 VGG-16 convolutions, found {len(source)} in the file's network and "
                            f"{len(target)} in the SSD backbone")
