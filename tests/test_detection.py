@@ -466,3 +466,48 @@ def test_centernet_learns_one_batch(digit_root):
         opt.step()
         losses.append(float(loss))
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_t03_table_layout_cells_and_cheap_tier_not_comparable():
+    import pandas as pd
+
+    from benchmarks.analysis import compare, tables
+
+    rows = []
+    for model, init, opt, value in (("CenterNet", "scratch", "adam", 26.6), ("CenterNet", "scratch", "adamp", 27.0),
+                                    ("SSD", "ImageNet-pretrained", "adam", 28.4)):
+        for seed in range(2):
+            rows.append({"run_id": f"{model}-{init}-{opt}-{seed}", "status": "done", "task": "detection",
+                         "data.name": "coco", "model.name": "centernet" if model == "CenterNet" else "ssd300_vgg16",
+                         "model.pretrained_path": "/w/x.pth" if init != "scratch" else None,
+                         "tags.table": "t03", "tags.model": model, "tags.initialization": init,
+                         "optimizer.name": opt, "train.seed": seed, "metrics.ap": value + 0.05 * seed})
+    # an untagged cheap-tier run: placed by its config (CenterNet, scratch, Adam), but on another data set
+    rows.append({"run_id": "digits", "status": "done", "task": "detection", "data.name": "digit_detection",
+                 "model.name": "centernet", "model.pretrained_path": None, "optimizer.name": "adam",
+                 "train.seed": 5, "metrics.ap": 3.0})
+    frame = pd.DataFrame(rows)
+    t = tables.paper_table(frame, "t03")
+    assert list(t.layout.columns) == ["model", "initialization", "Adam", "AdamP"]
+    assert len(t.cells) == 8 and int(t.cells["n"].sum()) == 6  # the digits run is not counted
+
+    def one(model: str, init: str, opt: str) -> pd.Series:
+        c = t.cells
+        return c[(c["model"] == model) & (c["initialization"] == init) & (c["column"] == opt)].iloc[0]
+
+    adamp = one("CenterNet", "scratch", "AdamP")
+    assert adamp["paper"] == pytest.approx(27.11) and adamp["verdict"] == "reproduced"
+    assert adamp["delta_baseline"] == pytest.approx(0.4)
+    assert one("CenterNet", "scratch", "Adam")["note"] == "1 shortened/other-data run(s) not used"
+    assert one("SSD", "scratch", "Adam")["verdict"] == "missing"
+    assert compare.PRIMARY_METRICS["detection"] == ("ap", "max")
+    only_digits = tables.paper_table(frame[frame["run_id"] == "digits"], "t03")
+    cheap = only_digits.cells[only_digits.cells["n"] > 0].iloc[0]
+    assert cheap["verdict"] == "not comparable" and "digit_detection" in cheap["note"]
+
+
+def test_centernet_stride16_backbone_option():
+    model = CenterNet(2, neck_channels=(8, 8), head_channels=4, backbone_layers=3)
+    assert len(model.backbone) == 7 and model(torch.randn(1, 3, 64, 64))["hm"].shape == (1, 2, 16, 16)
+    with pytest.raises(ConfigError, match="2 positive widths"):
+        CenterNet(2, neck_channels=(8, 8, 8), backbone_layers=3)

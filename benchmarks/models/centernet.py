@@ -5,7 +5,9 @@ Written after the official code, xingyizhou/CenterNet (``src/lib/models/networks
 for the target heat-maps, ``src/lib/models/decode.py`` for decoding); no code was copied. Pieces:
 
 * backbone: torchvision ``resnet18/34/50/101`` without its pooling and classifier (stride 32); ImageNet
-  weights only from a local file (``pretrained_path``, torchvision's state dict; never downloaded);
+  weights only from a local file (``pretrained_path``, torchvision's state dict; never downloaded).
+  ``backbone_layers=3`` (ours, for tiny CPU inputs only) stops after ``layer3`` (stride 16) and the neck
+  then has two up-sampling stages;
 * neck: three up-sampling stages back to stride 4. ``deconv`` = the code's ``res_*`` networks (transposed
   conv 4x4 stride 2 + BN + ReLU per stage, 256 channels each, weights N(0, 0.001)); ``dcn`` = the code's
   ``resdcn_*`` networks (modulated deformable 3x3 conv + BN + ReLU, then a transposed conv initialised as
@@ -109,7 +111,7 @@ class CenterNet(nn.Module):
 
     def __init__(self, num_classes: int, backbone: str = "resnet18", neck: str = "deconv",
                  neck_channels: Sequence[int] | None = None, head_channels: int = 64,
-                 pretrained_path: str | None = None):
+                 pretrained_path: str | None = None, backbone_layers: int = 4):
         super().__init__()
         import torchvision
 
@@ -118,17 +120,23 @@ class CenterNet(nn.Module):
                               f"valid: {', '.join(BACKBONES)}")
         if neck not in NECKS:
             raise ConfigError(f"model.neck: {neck!r}; valid: {', '.join(NECKS)}")
-        channels = tuple(int(c) for c in (neck_channels or NECK_CHANNELS[neck]))
-        if len(channels) != 3 or min(channels) < 1:
-            raise ConfigError(f"model.neck_channels: three positive widths (one per x2 up-sampling), got {channels}")
+        if backbone_layers not in (3, 4):
+            raise ConfigError(f"model.backbone_layers: 4 (the code: stride 32) or 3 (stop after layer3, stride 16; "
+                              f"small inputs), got {backbone_layers}")
+        ups = backbone_layers - 1  # x2 up-sampling stages back to stride 4
+        channels = tuple(int(c) for c in (neck_channels or NECK_CHANNELS[neck][:ups]))
+        if len(channels) != ups or min(channels) < 1:
+            raise ConfigError(f"model.neck_channels: {ups} positive widths (one per x2 up-sampling from stride "
+                              f"{2 ** (backbone_layers + 1)} to 4), got {list(channels)}")
         resnet = torchvision.models.get_model(backbone, weights=None)
         if pretrained_path:
             from benchmarks.models.vision import load_pretrained
 
             load_pretrained(resnet, pretrained_path, exclude=("fc.",))
-        self.backbone = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool,
-                                      resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4)
-        self.neck = _neck(resnet.fc.in_features, neck, channels)
+        layers = [resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4][:backbone_layers]
+        self.backbone = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool, *layers)
+        width = layers[-1][-1].conv2.out_channels * (4 if backbone in ("resnet50", "resnet101") else 1)
+        self.neck = _neck(width, neck, channels)
         self.num_classes = int(num_classes)
         self.heads = nn.ModuleDict({
             "hm": _head(channels[-1], head_channels, num_classes, heatmap=True),
@@ -277,7 +285,7 @@ def build_centernet(cfg: Mapping[str, Any], num_classes: int) -> CenterNet:
     ``head_channels``, ``pretrained_path``)."""
     return CenterNet(num_classes, backbone=str(cfg["backbone"] or "resnet18"), neck=str(cfg["neck"] or "deconv"),
                      neck_channels=cfg.get("neck_channels"), head_channels=int(cfg.get("head_channels") or 64),
-                     pretrained_path=cfg.get("pretrained_path"))
+                     pretrained_path=cfg.get("pretrained_path"), backbone_layers=int(cfg.get("backbone_layers") or 4))
 
 
 __all__ = [

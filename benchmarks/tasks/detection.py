@@ -111,6 +111,7 @@ class Detection(Task):
         "model": {
             "name": "centernet",  # centernet | ssd300_vgg16 | ssdlite320_mobilenet_v3_large
             "backbone": "resnet18",  # centernet: resnet18 | resnet34 | resnet50 | resnet101
+            "backbone_layers": 4,  # centernet: 4 = the code (stride 32); 3 = stop after layer3 (tiny inputs)
             "neck": "deconv",  # centernet: deconv (the code's res_*) | dcn (resdcn_*)
             "neck_channels": None,  # centernet: widths of the three up-sampling stages; null: the neck's
             "head_channels": 64,  # centernet: the code's head_conv
@@ -165,10 +166,13 @@ class Detection(Task):
                 raise ConfigError(f"model.backbone: {model['backbone']!r}; valid: {', '.join(BACKBONES)}")
             if model["neck"] not in NECKS:
                 raise ConfigError(f"model.neck: {model['neck']!r}; valid: {', '.join(NECKS)}")
-            channels = model["neck_channels"]
-            if channels is not None and (not isinstance(channels, list) or len(channels) != 3
+            if model["backbone_layers"] not in (3, 4):
+                raise ConfigError(f"model.backbone_layers: 4 (stride 32, the code) or 3, got {model['backbone_layers']}")
+            channels, ups = model["neck_channels"], int(model["backbone_layers"]) - 1
+            if channels is not None and (not isinstance(channels, list) or len(channels) != ups
                                          or not all(isinstance(c, int) and c > 0 for c in channels)):
-                raise ConfigError(f"model.neck_channels: three positive integers or null, got {channels!r}")
+                raise ConfigError(f"model.neck_channels: {ups} positive integers (one per up-sampling stage) or "
+                                  f"null, got {channels!r}")
         elif model["name"].startswith("ssdlite") and model["pretrained_path"]:
             raise ConfigError("model.pretrained_path: ssdlite320_mobilenet_v3_large is built from scratch only; "
                               "set it to null or use ssd300_vgg16")
