@@ -464,7 +464,7 @@ def test_centernet_learns_one_batch(digit_root):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
 
 
