@@ -5,7 +5,7 @@ Data (``data.name``), both read by the same COCO reader (``benchmarks.data.coco`
 
 * ``coco``: MS-COCO 2017 in its official layout under ``data.root`` (``annotations/instances_{train,val}2017
   .json``, ``{train,val}2017/``); training on ``train2017``, evaluation on ``val2017``.
-* ``digit_detection``: MNIST digits pasted on 128 px canvases (``benchmarks.data.digit_detection``), written in
+* ``digit_detection``: MNIST digits pasted on 64 px canvases (``benchmarks.data.digit_detection``), written in
   the same layout (splits ``train``/``val``); with ``data.root`` null it is generated once into
   ``$BENCHMARKS_DATA_CACHE`` (default ``~/.cache/adamp-benchmarks``) from ``data.digits``.
 
