@@ -21,7 +21,7 @@ REPRO := $(RUN) $(SMOKE_FLAG) $(SEEDS_FLAG)
 export BENCHMARKS_NO_PROGRESS ?= 0
 
 .PHONY: setup demo demo-digits test compare-mine parity-report check-data test-fast bench-step step-ops triton-check bench-engine tables plots report compare \
-        reproduce-toy reproduce-imagenet reproduce-retrieval reproduce-lm reproduce-audio reproduce-all \
+        reproduce-toy reproduce-imagenet reproduce-retrieval reproduce-lm reproduce-audio reproduce-detection reproduce-all \
         slurm-up slurm-down clean
 
 setup: $(STAMP)
@@ -134,6 +134,19 @@ reproduce-audio: setup check-data
 	$(REPRO) configs/paper/table5_magnatagatune.yaml --set data.root=$(DATA)/magnatagatune --out $(OUT)/audio$(SFX)
 	$(REPRO) configs/paper/table5_dcase2017.yaml --set data.root=$(DATA)/dcase2017_task4 --out $(OUT)/audio$(SFX)
 	$(PYTHON) -m benchmarks tables $(OUT)/audio$(SFX)
+
+# DATA holds annotations/instances_{train,val}2017.json, train2017/, val2017/ (MS-COCO 2017). WEIGHTS (given on
+# the command line; default weights/) is a FOLDER with torchvision's ImageNet ResNet-18
+# (resnet18-f37072fd.pth) and VGG-16 features for SSD (vgg16_features-amdegroot-88682ab5.pth), never downloaded.
+DET_WEIGHTS = $(if $(filter command line,$(origin WEIGHTS)),$(WEIGHTS),weights)
+reproduce-detection: setup check-data
+	$(RUN) configs/paper/table3_centernet_scratch.yaml configs/paper/table3_ssd_scratch.yaml \
+	  --set data.root=$(DATA) --out $(OUT)/detection
+	$(RUN) configs/paper/table3_centernet_pretrained.yaml --set data.root=$(DATA) \
+	  --set model.pretrained_path=$(DET_WEIGHTS)/resnet18-f37072fd.pth --out $(OUT)/detection
+	$(RUN) configs/paper/table3_ssd_pretrained.yaml --set data.root=$(DATA) \
+	  --set model.pretrained_path=$(DET_WEIGHTS)/vgg16_features-amdegroot-88682ab5.pth --out $(OUT)/detection
+	$(PYTHON) -m benchmarks tables $(OUT)/detection
 
 reproduce-all: reproduce-toy reproduce-imagenet reproduce-retrieval reproduce-lm reproduce-audio
 	for d in $(OUT)/imagenet$(SFX) $(OUT)/retrieval$(SFX) $(OUT)/lm$(SFX) $(OUT)/audio$(SFX); do $(PYTHON) -m benchmarks report $$d; done

@@ -61,6 +61,7 @@ PRIMARY_METRICS: dict[str, tuple[str, str]] = {
     "audio": ("test_score", "max"),
     "rebias": ("unbiased_acc", "max"),
     "adversarial": ("attacked_acc", "max"),
+    "detection": ("ap", "max"),
 }
 
 #: task name -> {metric: direction}: the full ``Task.metrics`` of each registered task (a test keeps them in
@@ -77,6 +78,7 @@ METRIC_MODES: dict[str, dict[str, str]] = {
     | {"test_f1_macro": "max", "val_loss": "min", "skipped_files": "min"},
     "rebias": {"unbiased_acc": "max", "biased_acc": "max", "imagenet_a_acc": "max"},
     "adversarial": {"attacked_acc": "max", "standard_acc": "max"},
+    "detection": {m: "max" for m in ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large")},
 }
 
 #: metrics the shared training loop adds to every run, with their direction

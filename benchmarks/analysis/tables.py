@@ -11,7 +11,7 @@ A run's config may carry a free-form ``tags`` section (flattened to ``tags.<key>
 tables the keys are:
 
 =============  ==========================================================================================
-``table``      the paper table: ``t01``, ``t02``, ``t04a``/``t04b``/``t04c``, ``t05``, ``t06``, ``t07`` (also ``1``, ``table1``,
+``table``      the paper table: ``t01``, ``t02``, ``t03``, ``t04a``/``t04b``/``t04c``, ``t05``, ``t06``, ``t07`` (also ``1``, ``table1``,
                ``t01_imagenet_classification``; several as a list or comma-separated)
 ``model``      t01 / t07 rows: ``ResNet18``, ``ResNet50 + CutMix``, ``Transformer-XL + WN``, ...
 ``optimizer``  the column (t01, t05, t07) or row (t02, t06): ``SGD``, ``SGDP``, ``Adam``, ``AdamW``, ``AdamP``
@@ -24,6 +24,9 @@ tables the keys are:
                ``train.attack_steps`` and ``train.eps`` when not tagged); t04b rows: ``data.rho`` (as a number)
 ``reduced``    true for a shortened or otherwise changed setting (the cell is then "not comparable")
 =============  ==========================================================================================
+
+Table 3 (t03) has rows by ``model`` (``CenterNet``, ``SSD``) and ``initialization`` (``scratch`` /
+``ImageNet-pretrained``; untagged: whether ``model.pretrained_path`` is set).
 
 Values are compared case-, space- and punctuation-insensitively, without parenthesised remarks, so
 ``resnet-18``, ``ResNet18`` and ``ResNet18 (inferred)`` are the same; :data:`ALIASES` adds other spellings.
@@ -103,6 +106,7 @@ ABS_TOL: dict[str, float] = {
     "unbiased acc (%)": 1.0,
     "biased acc (%)": 0.5,
     "ImageNet-A acc (%)": 1.0,
+    "AP": 0.3,
 }
 
 #: paper metric -> candidate ``metrics.<name>`` columns of our runs, first match wins (test-set metrics first:
@@ -120,6 +124,7 @@ METRIC_COLUMNS: dict[str, tuple[str, ...]] = {
     "unbiased acc (%)": ("unbiased_acc",),
     "biased acc (%)": ("biased_acc",),
     "ImageNet-A acc (%)": ("imagenet_a_acc",),
+    "AP": ("ap",),
 }
 
 #: Table 4: a paper row evaluated on another data set than the one trained on (the run's data set is this one)
@@ -138,6 +143,14 @@ ALIASES: dict[str, dict[str, str]] = {
         "transformerxlwn": "Transformer-XL + WN (weight normalization)",
         "transformerxlweightnorm": "Transformer-XL + WN (weight normalization)",
         "transformerxlweightnormalization": "Transformer-XL + WN (weight normalization)",
+        "centernet": "CenterNet",
+        "ssd300vgg16": "SSD",
+    },
+    "initialization": {
+        "pretrained": "ImageNet-pretrained",
+        "imagenet": "ImageNet-pretrained",
+        "fromscratch": "scratch",
+        "random": "scratch",
     },
     "setting": {
         "baseline": "baseline (with weight decay)",
@@ -191,6 +204,9 @@ ALIASES: dict[str, dict[str, str]] = {
         "cifar10": "CIFAR-10",
         "imagenet9": "9-Class ImageNet",
         "9classimagenet": "9-Class ImageNet",
+        "coco": "MS-COCO",
+        "mscoco": "MS-COCO",
+        "coco2017": "MS-COCO",
     },
     "loss": {
         "triplet": "Triplet (semi-hard)",
@@ -355,6 +371,9 @@ def run_field(row: pd.Series, name: str, labels: Sequence[str]) -> str | None:
         return _number_label(_get(row, "data.rho"), labels)
     if name == "attack":
         return canonical_label(name, _attack_label(row), labels)
+    if name == "initialization":  # t03: a backbone weights file means ImageNet-pretrained
+        pretrained = not _missing(_get(row, "model.pretrained_path"))
+        return canonical_label(name, "ImageNet-pretrained" if pretrained else "scratch", labels)
     return None
 
 
@@ -542,6 +561,15 @@ SPECS: dict[str, PaperTableSpec] = {
             shared_filter=lambda row, key: key.get("setting") == "baseline (with weight decay)"
             and run_field(row, "model", ["ResNet18"]) == "ResNet18",
             note="Delta to baseline = the same optimizer with weight decay (the paper's printed difference).",
+        ),
+        PaperTableSpec(
+            "t03",
+            "Table 3: MS-COCO object detection, AP (%)",
+            row_fields=("model", "initialization"),
+            col_field="optimizer",
+            match_fields=("model", "initialization", "optimizer"),
+            baseline=_opt_baseline({"AdamP": "Adam"}),
+            name_rule=lambda row, f: _task_is(row, "detection"),
         ),
         PaperTableSpec(
             "t05",
@@ -1168,7 +1196,7 @@ def other_table(results: pd.DataFrame, used_run_ids: Iterable[str]) -> Table | N
 def build_tables(
     results: pd.DataFrame, paper_dir: Path | None = None, settings: compare.CompareSettings | None = None
 ) -> list[Table]:
-    """Every table that has runs: toy (t00), the paper tables t01/t02/t05/t06/t07, the digits demo, and the
+    """Every table that has runs: toy (t00), the paper tables t01/t02/t03/t05/t06/t07, the digits demo, and the
     runs that fit none of them."""
     tables: list[Table] = []
     used: set[str] = set()

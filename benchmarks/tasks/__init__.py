@@ -17,6 +17,7 @@ TASKS: dict[str, str] = {
     "audio": "benchmarks.tasks.audio:Audio",
     "rebias": "benchmarks.tasks.rebias:ReBias",
     "adversarial": "benchmarks.tasks.adversarial:Adversarial",
+    "detection": "benchmarks.tasks.detection:Detection",
 }
 
 
