@@ -53,7 +53,6 @@ import numpy as np
 
 from benchmarks.atomic import write_text_atomic
 from benchmarks.config.errors import ConfigError
-from benchmarks.data.audio import resample
 
 __all__ = [
     "DEFAULT_WORDS",
@@ -171,6 +170,8 @@ def synthesise(binary: str, take: Take) -> np.ndarray:
             raise RuntimeError(f"espeak-ng failed for {take.relpath} (exit {proc.returncode}): "
                                f"{proc.stderr.decode(errors='replace').strip()}")
         import soundfile as sf
+
+        from benchmarks.data.audio import resample  # imports torch: only once there is speech to resample
 
         wave, sr = sf.read(io.BytesIO(proc.stdout), dtype="float32")
         wave = resample(wave if wave.ndim == 1 else wave.mean(axis=1), int(sr), SAMPLE_RATE)
