@@ -20,7 +20,7 @@ SEEDS_FLAG := $(if $(SEEDS),--set 'grid.train.seed=[$(SEEDS)]',)
 REPRO := $(RUN) $(SMOKE_FLAG) $(SEEDS_FLAG)
 export BENCHMARKS_NO_PROGRESS ?= 0
 
-.PHONY: setup demo demo-digits test compare-mine parity-report check-data test-fast bench-step step-ops triton-check bench-engine tables plots report compare \
+.PHONY: setup demo demo-digits audio-demo audio-demo-data espeak-ng test compare-mine parity-report check-data test-fast bench-step step-ops triton-check bench-engine tables plots report compare \
         reproduce-toy reproduce-imagenet reproduce-retrieval reproduce-lm reproduce-audio reproduce-detection reproduce-all \
         slurm-up slurm-down clean
 
@@ -49,6 +49,25 @@ demo-digits: setup
 	$(RUN) configs/demo/digits.yaml --out $(OUT)/digits
 	$(PYTHON) -m benchmarks report $(OUT)/digits
 	$(PYTHON) -m benchmarks compare $(OUT)/digits --baseline adamp
+
+## Offline audio demo: a keyword set of SYNTHESISED speech (espeak-ng voices in the Speech Commands v0.02
+## layout: a stand-in for Speech Commands, not Speech Commands; benchmarks/data/spoken_words.py), then a small
+## Harmonic CNN, Adam vs AdamP x 3 seeds, on the CPU (configs/audio/demo.yaml). The data set is written once.
+AUDIO_DEMO_DATA ?= runs/data/spoken_words
+audio-demo: audio-demo-data
+	$(RUN) configs/audio/demo.yaml --set data.root=$(AUDIO_DEMO_DATA) --out $(OUT)/audio_demo
+	$(PYTHON) -m benchmarks report $(OUT)/audio_demo
+	$(PYTHON) -m benchmarks compare $(OUT)/audio_demo --baseline adam
+	@echo "audio demo report: $(OUT)/audio_demo/report.md"
+
+audio-demo-data: setup espeak-ng
+	test -f $(AUDIO_DEMO_DATA)/testing_list.txt || $(PYTHON) -m benchmarks.data.spoken_words $(AUDIO_DEMO_DATA)
+
+## Debian's espeak-ng speech synthesiser (about 25 s with the apt-get update; needs root and the Debian mirror).
+espeak-ng:
+	@command -v espeak-ng >/dev/null || { timeout 300 apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq --no-install-recommends espeak-ng >/dev/null; } || \
+	  { echo "error: espeak-ng is missing and apt-get could not install it: run apt-get install espeak-ng (as root)" >&2; exit 2; }
 
 ## The README's test command (also what CI runs).
 test: setup
