@@ -58,4 +58,9 @@ def test_subclass_shards_take_the_per_tensor_compiled_path(monkeypatch):
     monkeypatch.setattr(_fused, "BACKEND", "triton")
     assert _fused.segmented_layout([w.as_subclass(Tagged)], 0.1) is None
     assert _fused.segmented_layout([w], 0.1) is not None
-    assert not _fused.use_triton([w.as_subclass(Tagged)])
+    from adamp import _triton
+
+    monkeypatch.setattr(_triton, "available", lambda device: True)  # as on a GPU with Triton
+    assert _fused.mode([w])[0] == "triton"
+    impl, why = _fused.mode([w.as_subclass(Tagged)])
+    assert impl != "triton" and "subclass" in why
