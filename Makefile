@@ -21,7 +21,7 @@ REPRO := $(RUN) $(SMOKE_FLAG) $(SEEDS_FLAG)
 export BENCHMARKS_NO_PROGRESS ?= 0
 
 .PHONY: setup demo demo-digits audio-demo audio-demo-data espeak-ng test compare-mine parity-report check-data test-fast bench-step step-ops triton-check bench-engine tables plots report compare \
-        reproduce-toy reproduce-imagenet reproduce-retrieval reproduce-lm reproduce-audio reproduce-detection reproduce-all \
+        reproduce-toy reproduce-imagenet reproduce-retrieval reproduce-lm reproduce-audio reproduce-detection reproduce-robustness reproduce-all \
         slurm-up slurm-down clean
 
 setup: $(STAMP)
@@ -159,16 +159,26 @@ reproduce-audio: setup check-data
 # (resnet18-f37072fd.pth) and VGG-16 features for SSD (vgg16_features-amdegroot-88682ab5.pth), never downloaded.
 DET_WEIGHTS = $(if $(filter command line,$(origin WEIGHTS)),$(WEIGHTS),weights)
 reproduce-detection: setup check-data
-	$(RUN) configs/paper/table3_centernet_scratch.yaml configs/paper/table3_ssd_scratch.yaml \
-	  --set data.root=$(DATA) --out $(OUT)/detection
-	$(RUN) configs/paper/table3_centernet_pretrained.yaml --set data.root=$(DATA) \
-	  --set model.pretrained_path=$(DET_WEIGHTS)/resnet18-f37072fd.pth --out $(OUT)/detection
-	$(RUN) configs/paper/table3_ssd_pretrained.yaml --set data.root=$(DATA) \
-	  --set model.pretrained_path=$(DET_WEIGHTS)/vgg16_features-amdegroot-88682ab5.pth --out $(OUT)/detection
-	$(PYTHON) -m benchmarks tables $(OUT)/detection
+	$(REPRO) configs/paper/table3_centernet_scratch.yaml configs/paper/table3_ssd_scratch.yaml \
+	  --set data.root=$(DATA) --out $(OUT)/detection$(SFX)
+	$(REPRO) configs/paper/table3_centernet_pretrained.yaml --set data.root=$(DATA) \
+	  --set model.pretrained_path=$(DET_WEIGHTS)/resnet18-f37072fd.pth --out $(OUT)/detection$(SFX)
+	$(REPRO) configs/paper/table3_ssd_pretrained.yaml --set data.root=$(DATA) \
+	  --set model.pretrained_path=$(DET_WEIGHTS)/vgg16_features-amdegroot-88682ab5.pth --out $(OUT)/detection$(SFX)
+	$(PYTHON) -m benchmarks tables $(OUT)/detection$(SFX)
 
-reproduce-all: reproduce-toy reproduce-imagenet reproduce-retrieval reproduce-lm reproduce-audio
-	for d in $(OUT)/imagenet$(SFX) $(OUT)/retrieval$(SFX) $(OUT)/lm$(SFX) $(OUT)/audio$(SFX); do $(PYTHON) -m benchmarks report $$d; done
+# DATA holds mnist/ (the official IDX files), cifar-10-batches-bin/ (or -py/) and imagenet/ (ImageFolder);
+# IMAGENET_A= (optional) the ImageNet-A folder for Table 4's last row. Layouts: docs/robustness.md.
+reproduce-robustness: setup check-data
+	$(REPRO) configs/robustness/table4b_biased_mnist_rebias.yaml --set data.root=$(DATA)/mnist --out $(OUT)/robustness$(SFX)
+	$(REPRO) configs/robustness/table4a_adversarial_cifar10_linf.yaml configs/robustness/table4a_adversarial_cifar10_l2.yaml \
+	  --set data.root=$(DATA) --out $(OUT)/robustness$(SFX)
+	$(REPRO) configs/robustness/table4c_9class_imagenet_rebias.yaml --set data.root=$(DATA)/imagenet \
+	  $(if $(IMAGENET_A),--set data.imagenet_a_root=$(IMAGENET_A),) --out $(OUT)/robustness$(SFX)
+	$(PYTHON) -m benchmarks tables $(OUT)/robustness$(SFX)
+
+reproduce-all: reproduce-toy reproduce-imagenet reproduce-detection reproduce-robustness reproduce-retrieval reproduce-lm reproduce-audio
+	for d in imagenet detection robustness retrieval lm audio; do $(PYTHON) -m benchmarks report $(OUT)/$$d$(SFX); done
 
 slurm-up:
 	bash scripts/slurm_local.sh up

@@ -79,7 +79,11 @@ def test_signal_then_one_plain_rerun_equals_an_uninterrupted_sweep(trial, refere
         assert finished == finished_when_it_died, f"runs finished by orphaned workers\n{context}"
     assert not harness.corrupt_records(trial.out), context
     assert "Traceback" not in output, context
-    assert "leaked semaphore" not in output, context
+    if not (target == "main" and name == "SIGKILL"):
+        # Ctrl-C and SIGTERM release the pool's semaphores. After a SIGKILL of the sweep nothing in it can:
+        # multiprocessing's resource tracker then unlinks them and says so ("leaked semaphore objects to
+        # clean up"), which is the clean-up, not a leak (seen once in a CI trial)
+        assert "leaked semaphore" not in output, context
     if target in ("main", "group") and what.startswith(("pid", "group")) and proc.returncode != 0:
         # -SIGTERM: the signal came while the interpreter started, before anything was planned or written
         assert proc.returncode in (EXIT_STATUS[name], -sig), context
