@@ -179,6 +179,10 @@ def layout_for(params: list[Tensor], math_dtype: torch.dtype, delta: float | lis
     return layout
 
 
+#: why a step falls back when :func:`step` declines the tensors (said once per optimizer)
+DECLINED = ("the Triton kernels decline these tensors' layout (not dense with dim 0 outermost, or grads/state "
+            "strided unlike their params)")
+
 _TABLES: dict[tuple, tuple[Layout, Tensor]] = {}
 
 

@@ -221,8 +221,7 @@ def _multi_tensor_adamp(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, lr
                                 triton_scalars(lr, beta1, beta2, eps, weight_decay, wd_ratio, step),
                                 delta=delta, nesterov=nesterov, maximize=maximize):
                     continue
-                how, why = "eager", "the Triton kernels decline these tensors' layout (not dense with dim 0 " \
-                                    "outermost, or grads/state strided unlike their params)"
+                how, why = "eager", _triton.DECLINED
             compiled = how == "inductor"
             if how == "eager":
                 _fused.report(_report, "foreach", why)

@@ -219,8 +219,7 @@ def _multi_tensor_sgdp(params, grads, momentum_buffers, *, lr, momentum, dampeni
                                 triton_scalars(lr, momentum, dampening, weight_decay, wd_ratio, eps),
                                 delta=delta, nesterov=nesterov, maximize=maximize, project_buffer=project_buffer):
                     continue
-                how, why = "eager", "the Triton kernels decline these tensors' layout (not dense with dim 0 " \
-                                    "outermost, or grads/state strided unlike their params)"
+                how, why = "eager", _triton.DECLINED
             compiled = how == "inductor"
             if how == "eager":
                 _fused.report(_report, "foreach", why)

@@ -387,11 +387,6 @@ class CompareSettings:
         )
 
 
-def outcome(test: stats.PairedTest, mode: str, settings: CompareSettings, margin: float = 0.0) -> str:
-    """The verdict of one comparison judged alone (no multiple-comparison correction)."""
-    return stats.verdict(test, mode, test.p, test.p_equiv, settings.alpha, margin)[0]
-
-
 def paired_comparison(results: pd.DataFrame, settings: CompareSettings | None = None) -> pd.DataFrame:
     """Paired differences to the baseline per task group and method, with verdicts.
 
@@ -795,7 +790,6 @@ __all__ = [
     "group_labels",
     "method_labels",
     "optimizer_mask",
-    "outcome",
     "paired_comparison",
     "performance_profile",
     "performance_ratios",
