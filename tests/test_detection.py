@@ -430,6 +430,17 @@ def test_digit_detection_set_is_coco_and_deterministic(digit_root, tmp_path):
         generate(digit_root)
 
 
+def test_untrained_categories_names_classes_validated_but_never_trained(tmp_path):
+    from benchmarks.data.coco import untrained_categories
+
+    root = make_coco(tmp_path)
+    val = open_split(root, "train2017")
+    assert untrained_categories(open_split(root, "train2017"), val) == []
+    # image 3 is empty; image 7 adds category 5 and a crowd box of category 1 (crowd boxes teach nothing)
+    assert untrained_categories(open_split(root, "train2017", max_images=1), val) == [1, 5]
+    assert untrained_categories(open_split(root, "train2017", max_images=2), val) == [1]
+
+
 def test_digit_detection_validates_on_every_digit_seen_in_training(tmp_path):
     # the wheel's 5,000 digits are sorted by class: a head/tail split validated on 8s and 9s only
     import json

@@ -170,6 +170,17 @@ def _training_boxes(anns: Sequence[Mapping[str, Any]], width: float, height: flo
     return boxes, labels
 
 
+def untrained_categories(train: CocoIndex, val: CocoIndex) -> list[int]:
+    """Category ids with a non-crowd validation box but no non-crowd box in the training images used: AP on
+    them measures nothing the detector was taught (a sign of a bad split, e.g. one ordered by class)."""
+
+    def present(index: CocoIndex) -> set[int]:
+        anns = index.coco.loadAnns(index.coco.getAnnIds(imgIds=index.image_ids))
+        return {int(a["category_id"]) for a in anns if not a.get("iscrowd", 0)}
+
+    return sorted(present(val) - present(train))
+
+
 def open_split(root: str | Path, split: str, *, skip_empty: bool = False, max_images: int | None = None,
                cat_ids: Sequence[int] | None = None) -> CocoIndex:
     """Read ``annotations/instances_<split>.json`` of ``root``. ``skip_empty`` drops images without a non-crowd

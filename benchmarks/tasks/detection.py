@@ -28,6 +28,7 @@ final one, as in both reference recipes (``selection_metric`` is None).
 from __future__ import annotations
 
 import os
+import warnings
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping
@@ -241,7 +242,7 @@ class Detection(Task):
 
     @cached_property
     def splits(self) -> tuple[Any, Any]:
-        from benchmarks.data.coco import open_split
+        from benchmarks.data.coco import open_split, untrained_categories
 
         data = self.config["data"]
         train_split, val_split = self._splits(data)
@@ -249,6 +250,13 @@ class Detection(Task):
         val = open_split(self.root, val_split, max_images=data["val_max_images"], cat_ids=train.cat_ids)
         if not train.image_ids:
             raise ConfigError(f"data.root: {self.root}: the training split {train_split!r} has no usable image")
+        unseen = untrained_categories(train, val)
+        if unseen:
+            names = [str(train.coco.cats[c].get("name", c)) for c in unseen]
+            warnings.warn(f"data.root: {self.root}: validation split {val_split!r} has boxes of {len(unseen)} "
+                          f"categories that no training image of {train_split!r} has ({', '.join(names[:10])}"
+                          f"{', ...' if len(names) > 10 else ''}); their AP measures nothing the detector was "
+                          f"taught", stacklevel=2)
         return train, val
 
     @property
