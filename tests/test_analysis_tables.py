@@ -1,4 +1,4 @@
-"""benchmarks.analysis.tables and .paper: paper tables from hand-built results frames."""
+"""benchmarks.analysis.tables, .fields, .render and .paper: paper tables from hand-built results frames."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks.analysis import compare, paper, tables
+from benchmarks.analysis import compare, fields, paper, render, tables
 
 IMAGENET = {
     "task": "classification",
@@ -56,7 +56,7 @@ def t01_frame() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def cell(table: tables.Table, row: str, column: str, field: str = "model", metric: str | None = None) -> pd.Series:
+def cell(table: render.Table, row: str, column: str, field: str = "model", metric: str | None = None) -> pd.Series:
     cells = table.cells
     hit = cells[(cells[field] == row) & (cells["column"] == column)]
     if metric is not None:
@@ -108,17 +108,17 @@ def test_parse_number(text, value):
     ],
 )
 def test_table_tags(value, expected):
-    assert tables.table_tags(value) == expected
+    assert fields.table_tags(value) == expected
 
 
 def test_labels_are_matched_loosely_and_with_aliases():
     labels = ["ResNet18", "ResNet50 + CutMix", "MobileNetV2"]
-    assert tables.canonical_label("model", "resnet-18", labels) == "ResNet18"
-    assert tables.canonical_label("model", "ResNet18 (inferred)", labels) == "ResNet18"
-    assert tables.canonical_label("model", "resnet50_cutmix", labels) == "ResNet50 + CutMix"
-    assert tables.canonical_label("model", "mobilenet_v2", labels) == "MobileNetV2"
-    assert tables.canonical_label("model", "resnet34", labels) is None
-    assert tables.canonical_label("dataset", "cub200", ["CUB-200-2011", "SOP"]) == "CUB-200-2011"
+    assert fields.canonical_label("model", "resnet-18", labels) == "ResNet18"
+    assert fields.canonical_label("model", "ResNet18 (inferred)", labels) == "ResNet18"
+    assert fields.canonical_label("model", "resnet50_cutmix", labels) == "ResNet50 + CutMix"
+    assert fields.canonical_label("model", "mobilenet_v2", labels) == "MobileNetV2"
+    assert fields.canonical_label("model", "resnet34", labels) is None
+    assert fields.canonical_label("dataset", "cub200", ["CUB-200-2011", "SOP"]) == "CUB-200-2011"
 
 
 # ---------------------------------------------------------------------------------------- table 1
@@ -450,23 +450,23 @@ def test_toy_tables_use_the_toy_module_and_survive_its_errors(monkeypatch):
 # ---------------------------------------------------------------------------------------- rendering
 def test_renderers_and_atomic_writes(tmp_path):
     t = tables.paper_table(t01_frame(), "t01")
-    md = tables.to_markdown(t)
+    md = render.to_markdown(t)
     assert md.startswith("### Table 1") and "| model | params | SGD | SGDP | Adam | AdamP |" in md
     assert "reproduced if |ours − paper| ≤ max(2·std" in md and "paper (project page)" in md
-    tex = tables.to_latex(t)
+    tex = render.to_latex(t)
     assert r"\begin{tabular}" in tex and r"$\pm$" in tex and r"\caption{" in tex and "±" not in tex
     assert tex.count(r"\\") > 4 and "%" not in tex.replace(r"\%", "")
-    paths = tables.write_tables([t], tmp_path / "tables")
+    paths = render.write_tables([t], tmp_path / "tables")
     assert sorted(p.name for p in paths) == [f"t01_imagenet_classification.{e}" for e in ("csv", "md", "tex")]
     back = pd.read_csv(tmp_path / "tables" / "t01_imagenet_classification.csv")
     assert len(back) == 16 and set(tables.VERDICTS) >= set(back["verdict"])
     assert not [p for p in (tmp_path / "tables").iterdir() if p.name.startswith(".")]  # no temp files left
     with pytest.raises(ValueError, match="html"):
-        tables.write_tables([t], tmp_path, formats=["html"])
+        render.write_tables([t], tmp_path, formats=["html"])
 
 
 def test_latex_escape():
-    assert tables.latex_escape("a_b & 5% ± Δ") == r"a\_b \& 5\% $\pm$ $\Delta$"
+    assert render.latex_escape("a_b & 5% ± Δ") == r"a\_b \& 5\% $\pm$ $\Delta$"
 
 
 def test_display_names_of_registry_optimizers():
@@ -513,20 +513,20 @@ def test_a_stand_in_data_name_is_not_hidden_by_the_configs_dataset_tag():
         assert got["n"] == 2 and got["verdict"] == "not comparable", (name, got["note"])
     # a generic folder loader still takes the tag (that is what the tag is for)
     row = pd.Series({"data.name": "imagefolder", "data.root": "/x/y", "tags.dataset": "ImageNet-1k"})
-    assert tables.run_dataset(row) == "ImageNet-1k"
+    assert fields.run_dataset(row) == "ImageNet-1k"
     row = pd.Series({"data.name": "digits", "tags.dataset": "ImageNet-1k"})
-    assert tables.run_dataset(row) is None
+    assert fields.run_dataset(row) is None
 
 
 def test_latex_label_is_a_valid_reference_key():
-    tex = tables.to_latex(tables.paper_table(t01_frame(), "t01"))
+    tex = render.to_latex(tables.paper_table(t01_frame(), "t01"))
     # \_ inside \label/\ref breaks LaTeX ("Missing \endcsname inserted"); labels keep plain underscores
     assert r"\label{tab:t01_imagenet_classification}" in tex
 
 
 def test_integers_print_as_integers_and_one_seed_has_no_std():
-    assert tables._fmt(123.0) == "123" and tables._fmt(0.0) == "0" and tables._fmt(97.1) == "97.10"
-    assert tables._fmt(2.0, signed=True) == "+2.00"  # differences keep their decimals
-    assert tables._mean_std(97.1, float("nan"), 1) == "97.10"
-    assert tables._mean_std(97.1, 0.25, 3) == "97.10 ± 0.25"
-    assert tables._mean_std(450.0, 0.0, 3) == "450 ± 0"
+    assert render._fmt(123.0) == "123" and render._fmt(0.0) == "0" and render._fmt(97.1) == "97.10"
+    assert render._fmt(2.0, signed=True) == "+2.00"  # differences keep their decimals
+    assert render._mean_std(97.1, float("nan"), 1) == "97.10"
+    assert render._mean_std(97.1, 0.25, 3) == "97.10 ± 0.25"
+    assert render._mean_std(450.0, 0.0, 3) == "450 ± 0"

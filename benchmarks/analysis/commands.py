@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from . import compare, plots, report, tables
+from . import compare, plots, render, report, tables
 
 _EPILOG_WHERE = (
     "--where KEY=VALUE keeps the runs whose flattened column KEY equals VALUE (repeatable),\n"
@@ -135,7 +135,7 @@ def register(subparsers: Any) -> None:
             'seeds, the paper\'s number ("paper (project page)"), Δ to the paper and to the baseline optimizer, and a '
             "verdict per cell (reproduced / not reproduced / not comparable / missing; the rule is in each caption). "
             "Runs are placed by their tags (tags.table, tags.model, tags.optimizer, ...) or by "
-            "task/data/model/optimizer names: see benchmarks/analysis/tables.py. "
+            "task/data/model/optimizer names: see benchmarks/analysis/fields.py and table_specs.py. "
             "Writes DIR/tables/<table>.{md,tex,csv}."
         ),
         epilog="example: python -m benchmarks tables out/digits\n" + _EPILOG_WHERE,
@@ -284,7 +284,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
     results, _ = loaded
     formats = [f.strip() for f in str(args.format).split(",") if f.strip()]
     built = tables.build_tables(results, settings=_settings(args))
-    paths = tables.write_tables(built, args.out or Path(args.dir) / "tables", formats)
+    paths = render.write_tables(built, args.out or Path(args.dir) / "tables", formats)
     for t in built:
         counts = t.cells["verdict"].value_counts().to_dict() if "verdict" in t.cells.columns else {}
         summary = ", ".join(f"{k} {v}" for k, v in counts.items())
@@ -322,7 +322,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             return 2
         plan = pd.read_csv(args.plan)
         est = compare.estimate_cost(plan, results)
-        print(tables.markdown_grid(est.fillna("n/a").astype(str)))
+        print(render.markdown_grid(est.fillna("n/a").astype(str)))
         print(
             f"\nestimated total: {est['est_hours'].sum(min_count=1):.3f} device-hours "
             f"({int(est['est_hours'].isna().sum())} plan rows without a measurement)"

@@ -15,7 +15,7 @@ import pandas as pd
 
 from . import compare, plots, tables
 from .paper import PAPER_LABEL, paper_tables
-from .tables import _fmt, atomic_write_text, markdown_grid
+from .render import _fmt, atomic_write_text, markdown_grid, to_markdown, write_tables
 
 
 def load(results_dir: Path | Sequence[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -263,7 +263,7 @@ def build_report(
         lines += [f"Filtered with: {', '.join(f'`{w}`' for w in where)}", ""]
 
     built = tables.build_tables(results, settings=settings)
-    tables.write_tables(built, results_dir / "tables")
+    write_tables(built, results_dir / "tables")
     lines += [
         "## Tables",
         "",
@@ -272,7 +272,7 @@ def build_report(
         "",
     ]
     for t in built:
-        lines.append(tables.to_markdown(t))
+        lines.append(to_markdown(t))
     shown = {t.name.split("_", 1)[0] for t in built}
     without = [p.stem for tid, p in paper_tables().items() if tid not in shown]
     if without:
