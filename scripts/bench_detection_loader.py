@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="centernet", help="centernet | ssd300_vgg16 | ssdlite320_mobilenet_v3_large")
     parser.add_argument("--root", default=None, help="COCO-layout folder (default: the digit set, generated)")
     parser.add_argument("--image-size", type=int, default=64, help="input size (default: %(default)s)")
+    parser.add_argument("--augment", default=None,
+                        help="centernet | ssd | ssdlite | none (default: the detector's recipe)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--batches", type=int, default=20, help="batches per timed pass")
     parser.add_argument("--workers", type=int, nargs="+", default=[0])
@@ -52,15 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     for workers in args.workers:
         data = {"name": "coco", "root": args.root} if args.root else {"name": "digit_detection"}
         config = resolve_config({
-            "task": "detection", "data": {**data, "image_size": args.image_size}, "model": {"name": args.model},
+            "task": "detection", "data": {**data, "image_size": args.image_size, "augment": args.augment}, "model": {"name": args.model},
             "optimizer": {"name": "adam", "lr": 1e-3},
             "train": {"batch_size": args.batch_size, "num_workers": workers, "device": "cpu"},
         })
         task = Detection(config, RunContext(run_dir=Path("."), device=torch.device("cpu"), seed=0))
         warm = rate(task, 0, args.batches)
         steady = rate(task, 1, args.batches)
-        results.append({"model": args.model, "num_workers": workers, "images_per_s": steady, "warmup": warm})
-        print(f"{args.model} loader, num_workers={workers}, batch {args.batch_size}, {args.image_size} px: "
+        results.append({"model": args.model, "augment": task.augment, "num_workers": workers, "images_per_s": steady, "warmup": warm})
+        print(f"{args.model} loader ({task.augment} augmentation), num_workers={workers}, batch {args.batch_size}, "
+              f"{args.image_size} px: "
               f"{steady:.1f} images/s (warm-up pass {warm:.1f})", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -253,10 +253,10 @@ class Detection(Task):
         unseen = untrained_categories(train, val)
         if unseen:
             names = [str(train.coco.cats[c].get("name", c)) for c in unseen]
-            warnings.warn(f"data.root: {self.root}: validation split {val_split!r} has boxes of {len(unseen)} "
-                          f"categories that no training image of {train_split!r} has ({', '.join(names[:10])}"
+            warnings.warn(f"data.root: {self.root}: validation split {val_split!r} has boxes of categories that no "
+                          f"training image of {train_split!r} has ({len(unseen)}: {', '.join(names[:10])}"
                           f"{', ...' if len(names) > 10 else ''}); their AP measures nothing the detector was "
-                          f"taught", stacklevel=2)
+                          f"taught", stacklevel=1)
         return train, val
 
     @property
