@@ -54,17 +54,18 @@ def main(argv: list[str] | None = None) -> int:
     for workers in args.workers:
         data = {"name": "coco", "root": args.root} if args.root else {"name": "digit_detection"}
         config = resolve_config({
-            "task": "detection", "data": {**data, "image_size": args.image_size, "augment": args.augment}, "model": {"name": args.model},
+            "task": "detection", "data": {**data, "image_size": args.image_size, "augment": args.augment},
+            "model": {"name": args.model},
             "optimizer": {"name": "adam", "lr": 1e-3},
             "train": {"batch_size": args.batch_size, "num_workers": workers, "device": "cpu"},
         })
         task = Detection(config, RunContext(run_dir=Path("."), device=torch.device("cpu"), seed=0))
         warm = rate(task, 0, args.batches)
         steady = rate(task, 1, args.batches)
-        results.append({"model": args.model, "augment": task.augment, "num_workers": workers, "images_per_s": steady, "warmup": warm})
+        results.append({"model": args.model, "augment": task.augment, "num_workers": workers,
+                        "images_per_s": steady, "warmup": warm})
         print(f"{args.model} loader ({task.augment} augmentation), num_workers={workers}, batch {args.batch_size}, "
-              f"{args.image_size} px: "
-              f"{steady:.1f} images/s (warm-up pass {warm:.1f})", flush=True)
+              f"{args.image_size} px: {steady:.1f} images/s (warm-up pass {warm:.1f})", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

