@@ -35,6 +35,7 @@ from torchvision.transforms import v2
 from benchmarks.config.errors import ConfigError
 
 from .digits import stratified_fraction
+from .seeding import epoch_generator
 
 #: ImageNet channel statistics (of the 0..1 scaled RGB values), the usual normalisation for these models
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -167,8 +168,7 @@ class SeededSampler(Sampler[tuple[int, int]]):
         return math.ceil(self.size / self.world_size)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        state = np.random.SeedSequence([self.seed, self.epoch]).generate_state(1, dtype=np.uint64)
-        generator = torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
+        generator = epoch_generator(self.seed, self.epoch)
         order = torch.randperm(self.size, generator=generator)
         seeds = torch.randint(0, 2**62, (self.size,), generator=generator)
         per_rank = len(self)

@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.config.errors import ConfigError
+from benchmarks.data.seeding import epoch_generator
 
 from .base import RunContext, Task
-from .rebias import epoch_generator
 
 DATASETS = ("cifar10", "mnist", "mnist5k")
 MODELS = ("bn_cnn", "wide_resnet")

@@ -21,11 +21,11 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any, ClassVar, Iterable, Iterator, Mapping
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from benchmarks.config.errors import ConfigError, did_you_mean
+from benchmarks.data.seeding import epoch_generator
 from benchmarks.models.vision import (MODEL_DEFAULTS, SMALL_MODELS, build_model, check_model_config,
                                       check_weights_file)
 
@@ -40,12 +40,6 @@ def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks: Iterable[int])
     top = logits.topk(max(ks), dim=1).indices
     hit = top.eq(targets.view(-1, 1))
     return {k: int(hit[:, :k].any(dim=1).sum()) for k in ks}
-
-
-def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    # SeedSequence mixes (seed, epoch) so that neighbouring seeds do not give correlated permutations
-    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state >> np.uint64(1)))
 
 
 class Classification(Task):
@@ -277,7 +271,7 @@ class Classification(Task):
         from benchmarks.data.imagefolder import apply_cutmix
 
         split = self._source.train
-        generator = _epoch_generator(self.ctx.seed, epoch)
+        generator = epoch_generator(self.ctx.seed, epoch)
         for images, labels in iterate_batches(
             split,
             self.batch_size,

@@ -33,11 +33,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping
 
-import numpy as np
 import torch
 from torch import nn
 
 from benchmarks.config.errors import ConfigError
+from benchmarks.data.seeding import epoch_generator
 
 from .base import RunContext, Task
 
@@ -52,11 +52,6 @@ RECIPE = {
     "ssdlite320_mobilenet_v3_large": {"augment": "ssdlite", "image_size": 320, "skip_empty": True},
 }
 SPLITS = {"coco": ("train2017", "val2017"), "digit_detection": ("train", "val")}
-
-
-def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state >> np.uint64(1)))
 
 
 def data_cache_dir() -> Path:
@@ -295,7 +290,7 @@ class Detection(Task):
                                                           shuffle=True, seed=self.ctx.seed, drop_last=True)
             sampler.set_epoch(epoch)
             return sampler
-        return torch.utils.data.RandomSampler(self.train_set, generator=_epoch_generator(self.ctx.seed, epoch))
+        return torch.utils.data.RandomSampler(self.train_set, generator=epoch_generator(self.ctx.seed, epoch))
 
     def _per_rank_train(self) -> int:
         return len(self.train_set) // max(1, self.ctx.world_size)

@@ -38,12 +38,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from benchmarks.config.errors import ConfigError
 from benchmarks.data.imagefolder import ImageFolderSplit
+from benchmarks.data.seeding import epoch_generator
 
 from .base import RunContext, Task
 
@@ -64,12 +64,6 @@ IMAGENET9_CLASSES: dict[str, int] = {
     "n02174001": 8, "n02177972": 8, "n02190166": 8, "n02206856": 8, "n02219486": 8,
 }
 IMAGENET9_NAMES = ("dog", "cat", "frog", "turtle", "bird", "monkey", "fish", "crab", "insect")
-
-
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """A generator for epoch ``epoch`` of run seed ``seed`` (SeedSequence: neighbouring seeds uncorrelated)."""
-    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state >> np.uint64(1)))
 
 
 def rebias_losses(
