@@ -21,6 +21,8 @@ from benchmarks.models.vision import build_model
 from benchmarks.tasks.base import RunContext
 from benchmarks.tasks.classification import Classification, topk_correct
 
+from .runs import run_to_done
+
 REPO = Path(__file__).resolve().parents[1]
 PAPER_CONFIGS = sorted((REPO / "configs" / "paper").glob("table[12]_*.yaml"))
 DEMO = REPO / "configs" / "demo" / "digits.yaml"
@@ -66,16 +68,6 @@ def _config(**sections) -> dict:
 
 def _task(config: dict, seed: int = 0, tmp: Path | None = None) -> Classification:
     return Classification(config, RunContext(run_dir=tmp or Path("."), device=torch.device("cpu"), seed=seed))
-
-
-def _run(config: dict, out: Path) -> dict:
-    spec = RunSpec(run_id=compute_run_id(config), config=config, out_dir=out)
-    status = execute_run(spec)
-    record = json.loads((spec.run_dir / "record.json").read_text())
-    assert status == "done", (record.get("error"), (spec.run_dir / "traceback.txt").read_text()
-                              if (spec.run_dir / "traceback.txt").exists() else "")
-    history = [json.loads(line) for line in (spec.run_dir / "history.jsonl").read_text().splitlines()]
-    return {"record": record, "history": history}
 
 
 # -- metrics ---------------------------------------------------------------------------------------------------
@@ -189,7 +181,7 @@ def test_imagefolder_runs_end_to_end(tree, tmp_path, cutmix):
         optimizer={"name": "sgdp", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-5},
         train={"epochs": 2, "batch_size": 8, "log_every": 1, "diagnostics": "epoch"},
     )
-    out = _run(config, tmp_path)
+    out = run_to_done(config, tmp_path)
     metrics = out["record"]["metrics"]
     assert 0.0 <= metrics["top1"] <= 100.0 and "top5" not in metrics  # 4 classes
     assert math.isfinite(metrics["val_loss"]) and metrics["val_loss"] > 0
@@ -202,7 +194,7 @@ def test_imagefolder_runs_end_to_end(tree, tmp_path, cutmix):
 def test_digits_run_end_to_end_learns(tmp_path):
     config = _config(model={"name": "digits_cnn", "width": 0.5}, train={"epochs": 2, "batch_size": 32},
                      optimizer={"name": "adamp", "lr": 3e-3, "weight_decay": 1e-2})
-    metrics = _run(config, tmp_path)["record"]["metrics"]
+    metrics = run_to_done(config, tmp_path)["record"]["metrics"]
     assert 0.0 <= metrics["top1"] <= metrics["top5"] <= 100.0
     assert metrics["top1"] > 50.0  # chance is 10%: real learning on real data in 90 steps
 

