@@ -19,6 +19,8 @@ import torch
 
 from benchmarks.training.checkpoint import CHECKPOINT_NAME, PREVIOUS_NAME
 
+from .runs import assert_same_state
+
 REPO = Path(__file__).resolve().parents[1]
 WORLD = 2
 
@@ -100,21 +102,6 @@ def _history(spec) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k != "samples_per_s"} for line in lines]
 
 
-def _same(a, b, where="") -> None:
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            _same(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_killed_two_rank_ddp_run_resumes_exactly(tmp_path: Path) -> None:
@@ -152,4 +139,4 @@ def test_killed_two_rank_ddp_run_resumes_exactly(tmp_path: Path) -> None:
     final_want = torch.load(reference.run_dir / CHECKPOINT_NAME, weights_only=True)
     assert final_got["step"] == final_want["step"]
     for key in ("model", "optimizer", "scheduler", "rng"):
-        _same(final_got[key], final_want[key], key)
+        assert_same_state(final_got[key], final_want[key], key)

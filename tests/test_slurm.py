@@ -34,6 +34,8 @@ from benchmarks.engine.slurm import (
 )
 from benchmarks.engine.spec import RunSpec, compute_run_id
 
+from .runs import assert_same_state
+
 TINY = "tests.engine.tiny_task:TinyTask"
 needs_slurm = pytest.mark.skipif(not os.environ.get("BENCHMARKS_SLURM"),
                                  reason="set BENCHMARKS_SLURM=1 with a running SLURM (scripts/slurm_local.sh up)")
@@ -459,20 +461,5 @@ def test_multi_task_ddp_job_requeued_mid_run_resumes_exactly(tmp_path: Path) -> 
     assert got["step"] == want["step"] == 32
     for name in got["model"]:
         assert torch.equal(got["model"][name], want["model"][name]), name
-    _assert_same(got["optimizer"], want["optimizer"], "optimizer")
-    _assert_same(got["scheduler"], want["scheduler"], "scheduler")
-
-
-def _assert_same(a, b, where: str) -> None:
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            _assert_same(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
+    assert_same_state(got["optimizer"], want["optimizer"], "optimizer")
+    assert_same_state(got["scheduler"], want["scheduler"], "scheduler")
