@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     from benchmarks.analysis import commands as analysis_commands
 
     analysis_commands.register(sub)
-    from benchmarks import mine
+    from benchmarks.workflows import mine
 
     mine.register(sub)
     return parser

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import mine
+from benchmarks.workflows import mine
 from benchmarks.config import expand, load_config, resolve_config
 from benchmarks.config.errors import ConfigError
 

@@ -56,7 +56,7 @@ DEMOS: tuple[Demo, ...] = (
          "Transformer-XL language model on a synthetic corpus"),
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _available() -> list[Demo]:
