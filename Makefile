@@ -20,7 +20,7 @@ SEEDS_FLAG := $(if $(SEEDS),--set 'grid.train.seed=[$(SEEDS)]',)
 REPRO := $(RUN) $(SMOKE_FLAG) $(SEEDS_FLAG)
 export BENCHMARKS_NO_PROGRESS ?= 0
 
-.PHONY: setup demo demo-digits audio-demo audio-demo-data espeak-ng test compare-mine parity-report check-data test-fast bench-step step-ops triton-check bench-engine tables plots report compare \
+.PHONY: setup demo demo-digits audio-demo audio-demo-data espeak-ng test compare-mine calibrate parity-report check-data test-fast bench-step step-ops triton-check bench-engine tables plots report compare \
         reproduce-toy reproduce-imagenet reproduce-retrieval reproduce-lm reproduce-audio reproduce-detection reproduce-robustness reproduce-all \
         slurm-up slurm-down clean
 
@@ -114,12 +114,18 @@ report: setup
 compare: setup
 	$(PYTHON) -m benchmarks compare $(OUT)/$(or $(SWEEP),biased_mnist5k) --baseline $(or $(BASELINE),adamp)
 
-## A new optimizer on every CPU demo beside the suite's, compared: make compare-mine OPT=pkg.module:Class KW='lr: 1e-3'
-## (a module outside this project must be importable: PYTHONPATH=/path/to/code make compare-mine ...)
-compare-mine: setup
+## Does a new optimizer beat AdamP? The CPU battery, task by task: make compare-mine OPT=pkg.module:Class KW='lr: 1e-3'
+## (KW_FILE=file.yaml: keyword arguments per task; a module outside this project must be importable:
+## PYTHONPATH=/path/to/code make compare-mine ...)
+compare-mine: setup espeak-ng bible-kjv
 	@test -n "$(OPT)" || { echo "error: set OPT=pkg.module:Class (and KW='lr: ...')" >&2; exit 2; }
-	$(PYTHON) -m benchmarks compare-mine "$(OPT)" $(if $(KW),--kw "$(KW)",) --out $(OUT)/mine \
-	  $(if $(SEEDS),--seeds $(SEEDS),) $(if $(ONLY),--only $(ONLY),)
+	$(PYTHON) -m benchmarks compare-mine "$(OPT)" $(if $(KW),--kw "$(KW)",) $(if $(KW_FILE),--kw-file "$(KW_FILE)",) \
+	  --out $(OUT)/mine $(if $(SEEDS),--seeds $(SEEDS),) $(if $(ONLY),--only $(ONLY),)
+
+## What each battery task can detect: probe optimizers on every task, cards into results/battery/ (about an hour
+## on 2 cores at 5 seeds)
+calibrate: setup espeak-ng bible-kjv
+	$(PYTHON) -m benchmarks calibrate --out $(OUT)/calibrate $(if $(SEEDS),--seeds $(SEEDS),) $(if $(ONLY),--only $(ONLY),)
 
 reproduce-toy: setup
 	$(REPRO) configs/toy/toy2d.yaml --out $(OUT)/toy2d$(SFX)

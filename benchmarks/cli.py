@@ -156,9 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     from benchmarks.analysis import commands as analysis_commands
 
     analysis_commands.register(sub)
-    from benchmarks.workflows import mine
+    from benchmarks.workflows import calibrate, mine
 
     mine.register(sub)
+    calibrate.register(sub)
     return parser
 
 

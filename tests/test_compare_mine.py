@@ -1,82 +1,115 @@
-"""``python -m benchmarks compare-mine``: a new optimizer on every CPU demo beside the suite's (issue 21.8)."""
+"""``compare-mine`` and ``calibrate`` end to end on a tiny battery (issue 26): verdicts stream task by task,
+Ctrl-C keeps them and the same command resumes, a task that cannot see gives no verdict, cards are written."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from benchmarks.workflows import mine
-from benchmarks.config import expand, load_config, resolve_config
-from benchmarks.config.errors import ConfigError
+from benchmarks.workflows import battery as bat
+
+from tests.test_battery import TINY, write_battery
 
 ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "BENCHMARKS_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
 
 
-@pytest.mark.parametrize("demo", mine.DEMOS, ids=lambda d: d.name)
-def test_every_demo_takes_a_new_optimizer_and_drops_the_suites_axes(demo):
-    config = load_config(ROOT / demo.config)
-    cfg = mine.mine_config(config, "torch.optim:NAdam", {"lr": 2e-3}, [0, 1, 2, 3])
-    runs = [resolve_config(run) for run, _ in expand(cfg)]
-    assert {r["optimizer"]["name"] for r in runs} == {"torch.optim:NAdam"}
-    assert {r["optimizer"]["lr"] for r in runs} == {2e-3}
-    assert {r["train"]["seed"] for r in runs} == {0, 1, 2, 3}
-    if isinstance(cfg.get("tags"), dict) and "optimizer" in (config.get("tags") or {}):
-        assert {r["tags"]["optimizer"] for r in runs} == {"NAdam"}  # never a suite optimizer's tag
-    # the suite's own config keeps its optimizers
-    assert len({r["optimizer"]["name"] for r, _ in [(resolve_config(x), p) for x, p in expand(config)]}) > 1
+def _cli(*args, env_extra=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "benchmarks", *args], cwd=ROOT, env={**ENV, **(env_extra or {})},
+                          capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("text, expected", [
-    (None, {}), ("lr: 1.0e-3", {"lr": 1e-3}), ("{lr: 0.1, momentum: 0.9}", {"lr": 0.1, "momentum": 0.9}),
-])
-def test_kwargs(text, expected):
-    assert mine.parse_kwargs(text) == expected
-
-
-@pytest.mark.parametrize("text", ["lr", "[1, 2]", "name: sgd", "lr: [", "1: 2"])
-def test_bad_kwargs_are_refused(text):
-    with pytest.raises(ConfigError, match="--kw"):
-        mine.parse_kwargs(text)
-
-
-def _cli(*args, tmp_path, env_extra=None):
-    import os
-
-    env = {**os.environ, "BENCHMARKS_NO_PROGRESS": "1", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "benchmarks", "compare-mine", *args, "--out", str(tmp_path)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+def _two_tasks(tmp_path: Path) -> Path:
+    return write_battery(tmp_path / "battery", {"a": TINY, "b": {**TINY, "model": {"name": "digits_cnn", "width": 0.5}}})
 
 
 def test_an_optimizer_that_does_not_import_stops_everything_before_a_run(tmp_path):
-    res = _cli("nope_not_here.mod:X", "--only", "toy2d,digits", tmp_path=tmp_path)
+    battery = _two_tasks(tmp_path)
+    res = _cli("compare-mine", "nope_not_here.mod:X", "--battery", str(battery), "--out", str(tmp_path / "out"))
     assert res.returncode == 2
     assert "PYTHONPATH" in res.stderr and "nothing was run" in res.stderr
-    assert not list(tmp_path.glob("*/runs/*"))
+    assert not list((tmp_path / "out").glob("*/runs/*"))
+
+
+def test_an_unknown_task_is_a_config_error(tmp_path):
+    res = _cli("compare-mine", "sgd", "--battery", str(_two_tasks(tmp_path)), "--only", "a,zz",
+               "--out", str(tmp_path / "out"))
+    assert res.returncode == 2 and "zz" in res.stderr and "a, b" in res.stderr
 
 
 @pytest.mark.slow
-def test_end_to_end_on_the_toy_with_a_module_outside_the_project(tmp_path):
-    code = tmp_path / "code" / "myopts"
-    code.mkdir(parents=True)
-    (code / "__init__.py").write_text("")
-    (code / "signum.py").write_text(
-        "import torch\n"
-        "class Signum(torch.optim.Optimizer):\n"
-        "    def __init__(self, params, lr=1e-3):\n"
-        "        super().__init__(params, dict(lr=lr))\n"
-        "    @torch.no_grad()\n"
-        "    def step(self, closure=None):\n"
-        "        for g in self.param_groups:\n"
-        "            for p in g['params']:\n"
-        "                if p.grad is not None:\n"
-        "                    p.add_(p.grad.sign(), alpha=-g['lr'])\n")
-    res = _cli("myopts.signum:Signum", "--kw", "lr: 0.01", "--only", "toy2d", tmp_path=tmp_path / "out",
-               env_extra={"PYTHONPATH": str(tmp_path / "code")})
+def test_verdicts_stream_ctrl_c_keeps_them_and_a_rerun_resumes(tmp_path):
+    battery = _two_tasks(tmp_path)
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "benchmarks", "compare-mine", "torch.optim:SGD", "--kw", "lr: 1.0e-4, momentum: 0.0",
+            "--battery", str(battery), "--cards", str(tmp_path / "nocards"), "--out", str(out), "--max-parallel", "2"]
+    proc = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    first = None
+    deadline = time.monotonic() + 500
+    assert proc.stdout is not None
+    for line in proc.stdout:  # the first task's verdict arrives while the second task still has to run
+        if line.startswith("| a |"):
+            first = line
+            break
+        assert time.monotonic() < deadline
+    assert first is not None and "AdamP better" in first, first
+    time.sleep(3)  # task b is running now
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground process group
+    rest, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, (rest, err[-3000:])
+    assert "interrupted" in err and "rerun the same command" in err
+    report = (out / "report.md").read_text()
+    assert "| a |" in report and "| b |" not in report
+    a_records = sorted((out / "a" / "runs").glob("*/record.json"))
+    stamps = {p: p.stat().st_mtime_ns for p in a_records}
+    assert len(a_records) == 6
+
+    # a card for task b that says it cannot see: its verdict must then be withheld
+    cfg_b = bat.load_task_config(bat.load_battery(battery).tasks[1])
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    (cards / "cards.json").write_text(json.dumps({"machine": "test", "cards": {"b": {
+        "digest": bat.config_digest(cfg_b), "sees": False, "alpha": 0.025, "mode": "max", "probes": {},
+        "seconds_per_run": 5.0}}}))
+    res = subprocess.run(args[:-6] + ["--cards", str(cards), "--out", str(out), "--max-parallel", "2"], cwd=ROOT,
+                         env=ENV, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "## compare-mine: myopts.signum:Signum" in res.stdout
-    row = [line for line in res.stdout.splitlines() if line.startswith("| toy2d")]
-    assert len(row) == 1 and "norm_growth" in row[0] and "deterministic" in row[0]
-    assert (tmp_path / "out" / "configs" / "toy2d-mine.yaml").is_file()
+    assert "a: 0 run(s) to do" in res.stdout  # resumed: task a's finished runs are not run again
+    assert {p: p.stat().st_mtime_ns for p in a_records} == stamps
+    row_b = [line for line in res.stdout.splitlines() if line.startswith("| b |")]
+    assert len(row_b) == 1 and "no verdict" in row_b[0] and "cannot see" in row_b[0]
+    assert "Overall: AdamP better on 1 task(s)" in res.stdout and "no verdict on 1" in res.stdout
+    report = (out / "report.md").read_text()
+    assert "| seed | AdamP | yours |" in report and "lr: 0.0001" in report
+
+
+@pytest.mark.slow
+def test_calibrate_writes_a_card_per_task_and_compare_mine_prints_it(tmp_path):
+    battery = write_battery(tmp_path / "battery", {"a": TINY}, toy=True)
+    cards = tmp_path / "cards"
+    res = _cli("calibrate", "--battery", str(battery), "--seeds", "0,1,2", "--out", str(tmp_path / "cal"),
+               "--cards", str(cards), "--max-parallel", "2")
+    assert res.returncode == 0, res.stderr[-3000:]
+    data = json.loads((cards / "cards.json").read_text())
+    card = data["cards"]["a"]
+    assert set(card["probes"]) == {"broken", "moderate", "aa"} and card["metric"] == "top1"
+    assert card["probes"]["aa"]["seeds"] == [0, 1, 2]  # the A/A stream's seeds 1000.. are paired with 0..
+    assert card["untrained"] is not None and card["seconds_per_run"] > 0 and data["machine"]
+    assert "| a | top1 (higher is better) |" in (cards / "cards.md").read_text()
+    # identical settings are the baseline's runs, named as such; the toy row says whether it converged
+    res = _cli("compare-mine", "adamp", "--kw", "lr: 1.0e-2, weight_decay: 1.0e-2", "--battery", str(battery),
+               "--cards", str(cards), "--out", str(tmp_path / "cal" / "mine"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    row = [line for line in res.stdout.splitlines() if line.startswith("| a |")][0]
+    assert "identical to the baseline's runs" in row and "no verdict" in row
+    toy = [line for line in res.stdout.splitlines() if line.startswith("| toy")][0]
+    assert "converged after" in toy and "lr 0.01" in toy

