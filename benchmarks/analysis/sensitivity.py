@@ -156,7 +156,7 @@ def cards_markdown(cards: Mapping[str, Mapping[str, Any]], header: str = "") -> 
     lines = [header.rstrip(), ""] if header else []
     lines += ["| task | metric | baseline (mean ± sd, n) | untrained | to ceiling | broken Δ (n=3) | moderate Δ "
               "(n=5) | A/A Δ (n) | sd of paired diffs: broken / moderate / A/A | MDE n=3 / 5 / 10 | sees | "
-              "moderate detected | A/A verdict | s/run |",
+              "moderate detected | A/A verdict | s/run (wall, as launched) |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, c in cards.items():
         p = c["probes"]

@@ -14,6 +14,7 @@ import datetime as _dt
 import json
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     try:
         for task, paths in plans:
             print(f"== {task.name}: {task.what} ({len(seeds)} seeds x 5 probes)", flush=True)
+            started = time.monotonic()
+            to_run = launch.count_to_run(paths, args.out / task.name)
             if not args.no_run:
                 rc = launch.run(paths, args.out / task.name, args.executor, args.max_parallel)
                 if rc == 130:
@@ -147,6 +150,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                 continue
             card.update(machine=machine, created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
             existing = read_cards(args.cards).get("cards", {})
+            if to_run and not args.no_run:
+                # what a run costs as launched (process start, data, evaluation), not only its training loop
+                card["seconds_per_run"] = (time.monotonic() - started) * launch.parallel(args.max_parallel) / to_run
+            elif task.name in existing:
+                card["seconds_per_run"] = existing[task.name].get("seconds_per_run")
             existing[task.name] = card
             write_cards(args.cards, existing, machine)
             from benchmarks.analysis.sensitivity import card_line
@@ -185,7 +193,7 @@ def task_card(task: bat.BatteryTask, cfg: dict[str, Any], folder: Path, alpha: f
     wall = pd.to_numeric(base.get("timing.wall_s"), errors="coerce").dropna() if "timing.wall_s" in base else None
     card.update(metric=metric, config=str(task.config.relative_to(bat.ROOT)) if task.config.is_relative_to(bat.ROOT)
                 else str(task.config), digest=bat.config_digest(cfg), baseline_optimizer=cfg["optimizer"],
-                seconds_per_run=float(wall.median()) if wall is not None and not wall.empty else None)
+                train_seconds=float(wall.median()) if wall is not None and not wall.empty else None)
     return card
 
 

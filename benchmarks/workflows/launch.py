@@ -55,6 +55,23 @@ def run(paths: Sequence[Path], out: Path, executor: str, max_parallel: int | Non
     return benchmarks(["run", *map(str, paths), "--out", str(out), "--executor", executor, *extra], log=log)
 
 
+def parallel(max_parallel: int | None) -> int:
+    """Runs at a time of the local executor: ``max_parallel``, at most the cores this process may use."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, max_parallel or cores))
+
+
+def count_to_run(paths: Sequence[Path], out: Path) -> int:
+    """How many runs of these configs are not finished in ``out`` (0 when they do not validate)."""
+    from benchmarks.config.errors import ConfigError
+    from benchmarks.engine.sweep import plan_sweep
+
+    try:
+        return len(plan_sweep(list(paths), out_dir=out, check_data=False).to_run)
+    except ConfigError:
+        return 0
+
+
 def ensure_data(task: BatteryTask) -> str | None:
     """Write a task's generated data set on first use; the reason when that failed (None: ready)."""
     if task.data is None:
@@ -83,4 +100,4 @@ def machine() -> str:
     return f"{platform.machine()} {model}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
-__all__ = ["benchmarks", "dry_run", "ensure_data", "machine", "run"]
+__all__ = ["benchmarks", "count_to_run", "dry_run", "ensure_data", "machine", "parallel", "run"]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,20 +163,11 @@ def plan_tasks(args: argparse.Namespace, battery: bat.Battery, tasks: list[bat.B
     return plans
 
 
-def _count_to_run(plan: TaskPlan, out: Path) -> int:
-    from benchmarks.engine.sweep import plan_sweep
-
-    try:
-        return len(plan_sweep(plan.paths, out_dir=out / plan.task.name, check_data=False).to_run)
-    except ConfigError:
-        return 0
-
-
 def print_plan(plans: list[TaskPlan], toy: bool, out: Path, parallel: int) -> None:
     print(f"compare-mine: {len(plans)} task(s){' and the 2-D toy' if toy else ''}, into {out}/", flush=True)
     total, unknown = 0.0, []
     for p in plans:
-        p.to_run = _count_to_run(p, out)
+        p.to_run = launch.count_to_run(p.paths, out / p.task.name)
         est = "" if p.seconds_per_run is None else f", about {p.seconds_per_run:.0f} s each"
         if p.seconds_per_run is None and p.to_run:
             unknown.append(p.task.name)
@@ -220,7 +210,7 @@ def cmd_compare_mine(args: argparse.Namespace) -> int:
                   f"was run", file=sys.stderr)
             return rc
     alpha = task_alpha(len(plans))
-    parallel = args.max_parallel or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    parallel = launch.parallel(args.max_parallel)
     print_plan(plans, toy, args.out, parallel)
     rows: list[str] = []
     failed = []
