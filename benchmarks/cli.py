@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     from benchmarks.workflows import mine
 
     mine.register(sub)
+    from benchmarks.workflows import tune
+
+    tune.register(sub)
     return parser
 
 
