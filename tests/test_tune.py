@@ -211,10 +211,13 @@ def test_killed_tune_resumes_without_rerunning_finished_trials(tmp_path, monkeyp
 def test_each_arm_of_a_zip_gets_its_own_default_space_and_budget(tmp_path):
     cfg = _config(zip={"optimizer": [{"name": "sgd", "lr": 0.1}, {"name": "adamp", "lr": 1e-3}]},
                   grid={"train.seed": [0, 1, 2]})
-    result = _tune(tmp_path, cfg, 3)
+    mine = parse_search({"optimizer.lr": {"log_uniform": [1e-3, 2e-3]}}, source="mine.yaml")
+    result = _tune(tmp_path, cfg, 3, space={"adamp": mine})
     assert [a.label for a in result.arms] == ["sgd", "adamp"]
     sgd, adamp = result.arms
-    assert sgd.space.dims[0].low == pytest.approx(0.01) and adamp.space.dims[0].high == pytest.approx(0.01)
+    # sgd: the registry's default around its recipe (lr 0.1 -> [0.01, 1]); adamp: the space given for it
+    assert sgd.space.dims[0].low == pytest.approx(0.01) and sgd.space.keys == ["optimizer.lr", "optimizer.weight_decay"]
+    assert adamp.space is mine and adamp.trials["optimizer.lr"].between(1e-3, 2e-3).all()
     assert all(len(a.trials) == 3 and a.selected is not None and len(a.final) == 2 for a in result.arms)
     assert set(adamp.trials["status"]) == {"done"}
 
@@ -264,6 +267,11 @@ def test_overtake_sentences():
     assert overtake_sentence(curves([1, 1], [2, 2]), "mine", "adamp", "min", "yours") == \
         "yours is ahead at every budget up to 2 trials"
     assert "more than once" in overtake_sentence(curves([1, 3, 1], [2, 2, 2]), "mine", "adamp", "max")
+    # both reach the ceiling at the full budget: ahead below it, level there (no crossing)
+    assert overtake_sentence(curves([99.8, 99.9, 100, 100], [99.4, 99.7, 99.9, 100]), "mine", "adamp", "max") == \
+        "mine is ahead at k = 1-3 and level at k = 4"
+    assert overtake_sentence(curves([1, 1, 3], [1, 2, 2]), "mine", "adamp", "max", "yours") == \
+        "yours overtakes at k = 3 (adamp is ahead below that)"
 
 
 # -- time to target -----------------------------------------------------------------------------------------

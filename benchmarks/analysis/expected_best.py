@@ -108,27 +108,26 @@ def overtake_sentence(curves: pd.DataFrame, mine: str, baseline: str, mode: str,
     top = ks[-1]
     if any(s is None for s in states):
         undefined = [k for k, s in zip(ks, states) if s is None]
-        return (f"undecided at k = {', '.join(map(str, undefined))}: a curve is undefined there (trials without a "
+        return (f"undecided at k = {_ranges(undefined)}: a curve is undefined there (trials without a "
                 f"finite value could fill the whole budget)")
-    if all(s == 0 for s in states):
+    ahead = {1: [k for k, s in zip(ks, states) if s == 1], -1: [k for k, s in zip(ks, states) if s == -1]}
+    level = [k for k, s in zip(ks, states) if s == 0]
+    names = {1: name_a, -1: name_b}
+    if not ahead[1] and not ahead[-1]:
         return f"{name_a} and {name_b} are level at every budget up to {top} trials"
-    for who, s in ((name_a, 1), (name_b, -1)):
-        if all(x == s for x in states):
-            return f"{who} is ahead at every budget up to {top} trials"
-    # a single change of leader that then holds to the largest budget
-    last = states[-1]
-    if last != 0:
-        first = max(i for i, s in enumerate(states) if s != last) + 1
-        before = set(states[:first])
-        if before == {0}:
-            who = name_a if last == 1 else name_b
-            return f"{who} is ahead from k = {ks[first]} on (level below that)"
-        if before and before <= {-last, 0} and -last in before:
-            who, other = (name_a, name_b) if last == 1 else (name_b, name_a)
-            return f"{who} overtakes at k = {ks[first]} ({other} is ahead below that)"
-    ahead = {who: [k for k, s in zip(ks, states) if s == v] for who, v in ((name_a, 1), (name_b, -1))}
-    parts = [f"{who} is ahead at k = {_ranges(v)}" for who, v in ahead.items() if v]
-    return "the curves cross more than once: " + "; ".join(parts)
+    for s in (1, -1):
+        if not ahead[-s]:  # one curve is never behind
+            if not level:
+                return f"{names[s]} is ahead at every budget up to {top} trials"
+            return f"{names[s]} is ahead at k = {_ranges(ahead[s])} and level at k = {_ranges(level)}"
+    # both lead somewhere: one change of leader (level budgets aside) is an overtaking
+    signs = [s for s in states if s != 0]
+    if sum(1 for x, y in zip(signs, signs[1:]) if x != y) == 1:
+        winner = signs[-1]
+        first = min(k for k in ahead[winner] if k > max(ahead[-winner]))
+        return f"{names[winner]} overtakes at k = {first} ({names[-winner]} is ahead below that)"
+    return ("the curves cross more than once: " + "; ".join(
+        f"{names[s]} is ahead at k = {_ranges(ahead[s])}" for s in (1, -1)))
 
 
 def _ranges(ks: Iterable[int]) -> str:

@@ -273,7 +273,8 @@ def select_trial(trials: Any, mode: str) -> int | None:
     return int(ok["trial"].iloc[best])
 
 
-def run_tuning(config: Mapping[str, Any], *, trials: int, out: str | Path, space: SearchSpace | None = None,
+def run_tuning(config: Mapping[str, Any], *, trials: int, out: str | Path,
+               space: SearchSpace | Mapping[str, SearchSpace] | None = None,
                executor: str = "local", trial_seed: int = 0, final_seeds: Sequence[int] = DEFAULT_FINAL_SEEDS,
                qmc_seed: int = 0, metric: str | None = None, smoke: bool = False, check_data: bool = True,
                options: Mapping[str, Any] | None = None, source: str = "config") -> TuneResult:
@@ -282,7 +283,10 @@ def run_tuning(config: Mapping[str, Any], *, trials: int, out: str | Path, space
     ``config``: a raw config as :func:`benchmarks.config.load_config` returns it (bases merged, grid/zip not
     expanded, an optional ``search:``); its seed axis is replaced, its other axes are the arms. ``space``
     (from :func:`load_space` or :func:`benchmarks.config.search.parse_search`) overrides the config's
-    ``search:`` and the registry defaults for every arm. ``executor``/``options`` are those of ``run``
+    ``search:`` and the registry defaults for every arm; a mapping ``{arm label: SearchSpace}`` does so for
+    the arms it names only (compare-mine: the user's ``--space`` for the user's optimizer, the registry's
+    default for AdamP). Arm labels are the optimizer names (the class name for ``module:Class``) when those
+    are unique, else the grid point. ``executor``/``options`` are those of ``run``
     (``{"max_parallel": 2, "progress": False}``; the SLURM flags as ``slurm_<name>``). Trials go to
     ``OUT/trials``, final runs to ``OUT/final``; both resume (finished runs are never rerun). Config errors
     (bad space, unknown key, a test metric, final seeds that include the trial seed) raise ConfigError
@@ -313,7 +317,8 @@ def run_tuning(config: Mapping[str, Any], *, trials: int, out: str | Path, space
             resolved = resolve_config(_with_seed(run, [trial_seed]))
         except ConfigError as exc:
             raise exc.with_source(source) from None
-        arm_space, origin = space_for(config.get("search"), resolved, space, source)
+        given = space.get(label) if isinstance(space, Mapping) else space
+        arm_space, origin = space_for(config.get("search"), resolved, given, source)
         cls = task_class(resolved["task"])
         m, md, nt = tuning_metric(cls, metric)
         if task_name is not None and (resolved["task"], m) != (task_name, metric_name):

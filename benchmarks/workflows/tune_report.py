@@ -53,6 +53,23 @@ def final_times(result: Any, baseline: str, fraction: float = 0.9) -> tuple[pd.D
     return pd.concat(parts, ignore_index=True), target
 
 
+def profile_over_tasks(results: Sequence[Any], baseline: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Time to target of the final runs of several tunes (one per task) and the AlgoPerf-style performance
+    profile of median steps to target over those tasks (:func:`benchmarks.analysis.time_to_target.time_profile`;
+    draw it with :func:`benchmarks.analysis.plots.profile_figure`). Tasks without a target are left out."""
+    from benchmarks.analysis.time_to_target import time_profile
+
+    parts = []
+    for result in results:
+        try:
+            parts.append(final_times(result, baseline)[0])
+        except ValueError:
+            continue
+    times = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=["task", "method", "seed", "run_id", "reached", "steps", "time"])
+    return times, (time_profile(times) if len(times) else pd.DataFrame())
+
+
 def report_lines(result: Any, out: Path, baseline: str | None = None, formats: Sequence[str] = ("png",)) -> list[str]:
     """Markdown lines: expected-best table, sentences and figure; time to target with the paired verdicts."""
     from benchmarks.analysis.expected_best import expected_best_curves, overtake_sentence, save_curve_figures
@@ -104,4 +121,4 @@ def report_lines(result: Any, out: Path, baseline: str | None = None, formats: S
     return lines
 
 
-__all__ = ["final_times", "report_lines", "trial_frame"]
+__all__ = ["final_times", "profile_over_tasks", "report_lines", "trial_frame"]
