@@ -104,6 +104,16 @@ def test_cli_exit_2_naming_file_and_key_before_anything_runs(tmp_path, capsys, s
     assert not (out / "trials").exists()
 
 
+def test_a_point_the_optimizer_rejects_is_exit_2_with_nothing_written(tmp_path, capsys):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(_config()) + "search: {optimizer.momentum: {uniform: [-0.9, -0.1]}}\n")
+    out = tmp_path / "out"
+    assert _cli(["tune", str(cfg), "--trials", "2", "--out", str(out), "--executor", "debug"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(cfg) in err and "optimizer.momentum=-" in err
+    assert not out.exists()
+
+
 def test_search_section_never_enters_a_run_id():
     from benchmarks.config.validate import resolve_config
     from benchmarks.engine.spec import compute_run_id

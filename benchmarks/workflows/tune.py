@@ -218,11 +218,17 @@ def _write_config(path: Path, cfg: Mapping[str, Any], header: str) -> None:
 
 # -- running ----------------------------------------------------------------------------------------------
 
-def _run_ids(path: Path, smoke: bool) -> list[tuple[str, dict]]:
+def _run_ids(path: Path, cfg: Mapping[str, Any], smoke: bool, check_data: bool, source: str
+             ) -> list[tuple[str, dict]]:
+    """``[(run id, grid point)]`` of a generated config, validated in memory (nothing is written yet); an
+    error names the user's config, the generated file it would be, and the point."""
     from benchmarks.engine.spec import compute_run_id
     from benchmarks.engine.sweep import resolve_file
 
-    resolved, _ = resolve_file(path, smoke=smoke, check_data=False)
+    try:
+        resolved, _ = resolve_file(path, smoke=smoke, check_data=check_data, raw=cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"a tuning run does not validate ({path.name}): {exc.message}", source=source) from None
     return [(compute_run_id(r), p) for r, p in resolved]
 
 
@@ -327,14 +333,14 @@ def run_tuning(config: Mapping[str, Any], *, trials: int, out: str | Path,
         task_name, metric_name, mode, note = resolved["task"], m, md, nt
         points = arm_space.points(trials, seed=qmc_seed)
         planned.append((label, run, resolved, arm_space, origin, points))
-    # every trial config is written and validated before the first run starts
-    trial_files = []
-    for label, run, _, _, origin, points in planned:
-        path = configs_dir / f"{label}-trials.yaml"
-        _write_config(path, trials_config(run, label, points, trial_seed),
-                      f"tune: {trials} trials of arm {label} (space: {origin}); written by `python -m benchmarks tune`")
-        trial_files.append(path)
-    ids_per_arm = [_run_ids(p, smoke) for p in trial_files]
+    # every trial config is validated before one is written or a run starts
+    trial_cfgs = [(configs_dir / f"{label}-trials.yaml", trials_config(run, label, points, trial_seed),
+                   f"tune: {trials} trials of arm {label} (space: {origin}); written by `python -m benchmarks tune`")
+                  for label, run, _, _, origin, points in planned]
+    ids_per_arm = [_run_ids(path, cfg, smoke, check_data, source) for path, cfg, _ in trial_cfgs]
+    for path, cfg, header in trial_cfgs:
+        _write_config(path, cfg, header)
+    trial_files = [path for path, _, _ in trial_cfgs]
     _launch(trial_files, trials_dir, executor, options or {}, smoke, check_data)
     results: list[ArmResult] = []
     problems: list[str] = []
@@ -356,17 +362,17 @@ def run_tuning(config: Mapping[str, Any], *, trials: int, out: str | Path,
         if arm.selected is not None and not len(unfinished):
             arm.selected_point = dict(points[arm.selected])
             path = configs_dir / f"{label}-final.yaml"
-            _write_config(path, final_config(run, label, arm.selected_point, arm.selected, final_seeds),
-                          f"tune: arm {label} at its selected trial {arm.selected} ({describe(arm.selected_point)}), "
-                          f"fresh seeds {final_seeds}")
-            final_files.append((arm, path))
+            cfg = final_config(run, label, arm.selected_point, arm.selected, final_seeds)
+            final_ids = _run_ids(path, cfg, smoke, check_data, source)
+            _write_config(path, cfg, f"tune: arm {label} at its selected trial {arm.selected} "
+                                     f"({describe(arm.selected_point)}), fresh seeds {final_seeds}")
+            final_files.append((arm, path, final_ids))
         elif arm.selected is None:
             problems.append(f"arm {label}: no trial finished with a finite {metric_name}: nothing to select")
         results.append(arm)
     if final_files:
-        _launch([p for _, p in final_files], final_dir, executor, options or {}, smoke, check_data)
-        for arm, path in final_files:
-            ids = _run_ids(path, smoke)
+        _launch([p for _, p, _ in final_files], final_dir, executor, options or {}, smoke, check_data)
+        for arm, _, ids in final_files:
             records = _records(final_dir, [rid for rid, _ in ids])
             rows = []
             for rid, point in ids:
