@@ -386,9 +386,32 @@ def run_tuning(config: Mapping[str, Any], *, trials: int, out: str | Path,
             bad = arm.final[arm.final["status"] != "done"]
             if len(bad):
                 problems.append(f"arm {arm.label}: {len(bad)} of {len(arm.final)} final runs not done")
-    return TuneResult(task=task_name, metric=metric_name, mode=mode, metric_note=note, arms=results,
-                      trials_dir=trials_dir, final_dir=final_dir, trial_seed=trial_seed, final_seeds=final_seeds,
-                      complete=not problems, problems=problems)
+    result = TuneResult(task=task_name, metric=metric_name, mode=mode, metric_note=note, arms=results,
+                        trials_dir=trials_dir, final_dir=final_dir, trial_seed=trial_seed, final_seeds=final_seeds,
+                        complete=not problems, problems=problems)
+    _write_summary(out / "tune.json", result, qmc_seed)
+    return result
+
+
+def _write_summary(path: Path, result: TuneResult, qmc_seed: int) -> None:
+    """``OUT/tune.json``: the protocol's settings, every trial's point and value, the selection."""
+    from benchmarks.store import write_json_atomic
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        return v.item() if hasattr(v, "item") else v
+
+    write_json_atomic(path, {
+        "task": result.task, "metric": result.metric, "mode": result.mode, "note": result.metric_note,
+        "trial_seed": result.trial_seed, "final_seeds": result.final_seeds, "qmc": "scrambled Sobol",
+        "qmc_seed": qmc_seed, "complete": result.complete, "problems": result.problems,
+        "arms": [{
+            "label": a.label, "optimizer": a.optimizer, "space": a.space.to_section(), "space_origin": a.space_origin,
+            "selected_trial": a.selected, "selected_point": a.selected_point,
+            "trials": [{k: clean(v) for k, v in row.items()} for row in a.trials.to_dict("records")],
+            "final_run_ids": [] if a.final is None else list(a.final["run_id"]),
+        } for a in result.arms]})
 
 
 # -- command line -----------------------------------------------------------------------------------------

@@ -103,8 +103,8 @@ def report_lines(result: Any, out: Path, baseline: str | None = None, formats: S
         return lines + ["", f"time to target: not computed ({exc})"]
     lines += ["", f"## Time to target: {result.metric} {'>=' if result.mode == 'max' else '<='} {target:.4g} "
                   f"(median over {baseline}'s final runs of its best value by 90% of the budget)", "",
-              "| method | reached | median steps (censored = never) | paired vs " + baseline + " | why |",
-              "| --- | --- | --- | --- | --- |"]
+              "| method | reached | median steps (censored = never) | median training s | paired vs " + baseline
+              + " | why |", "| --- | --- | --- | --- | --- | --- |"]
     base = times[times["method"] == baseline]
     for label in labels:
         sub = times[times["method"] == label]
@@ -112,12 +112,14 @@ def report_lines(result: Any, out: Path, baseline: str | None = None, formats: S
             continue
         t = sub["steps"].where(sub["reached"].astype(bool), float("inf"))
         med = float(t.median())
+        secs = float(sub["seconds"].where(sub["reached"].astype(bool), float("inf")).median())
         verdict, why = "–", ""
         if label != baseline:
             cmp = compare_times(sub, base)
             verdict, why = cmp.verdict, cmp.reason
         lines.append(f"| {label} | {int(sub['reached'].sum())} of {len(sub)} | "
-                     f"{'never' if math.isinf(med) else f'{med:.0f}'} | {verdict} | {why} |")
+                     f"{'never' if math.isinf(med) else f'{med:.0f}'} | "
+                     f"{'never' if math.isinf(secs) else f'{secs:.3g}'} | {verdict} | {why} |")
     return lines
 
 
