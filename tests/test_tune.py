@@ -114,6 +114,13 @@ def test_a_point_the_optimizer_rejects_is_exit_2_with_nothing_written(tmp_path, 
     assert not out.exists()
 
 
+def test_a_key_both_searched_and_varied_by_the_grid_is_refused(tmp_path):
+    cfg = _config(grid={"optimizer.lr": [0.1, 0.01]}, search={"optimizer.lr": {"log_uniform": [1e-3, 1e-1]}})
+    with pytest.raises(ConfigError, match="both searched"):
+        _tune(tmp_path, cfg, 2)
+    assert not (tmp_path / "tune").exists()
+
+
 def test_search_section_never_enters_a_run_id():
     from benchmarks.config.validate import resolve_config
     from benchmarks.engine.spec import compute_run_id

@@ -103,13 +103,12 @@ def arms_of(config: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
     expanded = list(iter_expand(_without_seed_axis(config)))
     names = [str((run.get("optimizer") or {}).get("name", "")) for run, _ in expanded]
-    unique = len(set(names)) == len(names) and all(names)
-    out = []
-    for (run, point), name in zip(expanded, names):
-        label = name if unique else (describe_point({k: v for k, v in point.items() if not k.startswith("tags.")})
-                                     or name)
-        out.append((_slug(label.rsplit(":", 1)[-1]) if unique else _slug(label), run))
-    return out
+    short = [_slug(n.rsplit(":", 1)[-1]) for n in names]  # pkg.module:Class -> Class
+    if len(set(short)) == len(short) and all(names):
+        return [(label, run) for label, (run, _) in zip(short, expanded)]
+    # the same optimizer twice (or timm:adamp beside adamp): the grid point tells the arms apart
+    return [(_slug(describe_point({k: v for k, v in point.items() if not k.startswith("tags.")}) or f"arm{i}"), run)
+            for i, (run, point) in enumerate(expanded)]
 
 
 def tuning_metric(task_cls: Any, metric: str | None = None) -> tuple[str, str, str]:
@@ -314,6 +313,9 @@ def run_tuning(config: Mapping[str, Any], *, trials: int, out: str | Path,
     out = Path(out)
     trials_dir, final_dir, configs_dir = out / "trials", out / "final", out / "configs"
     arms = arms_of(config)
+    bare = _without_seed_axis(config)
+    axes = [k for key in ("grid", "zip") for g in (bare.get(key) if isinstance(bare.get(key), list) else [bare.get(key)])
+            if isinstance(g, dict) for k in g]
     if not arms:
         raise ConfigError("the config expands to no runs", source=source)
     planned = []
@@ -325,6 +327,10 @@ def run_tuning(config: Mapping[str, Any], *, trials: int, out: str | Path,
             raise exc.with_source(source) from None
         given = space.get(label) if isinstance(space, Mapping) else space
         arm_space, origin = space_for(config.get("search"), resolved, given, source)
+        both = sorted(set(arm_space.keys) & set(axes))
+        if both:
+            raise ConfigError(f"`{both[0]}` is both searched ({origin}) and varied by the config's grid/zip: the "
+                              f"search would overwrite every arm's value; drop it from one of them", source=source)
         cls = task_class(resolved["task"])
         m, md, nt = tuning_metric(cls, metric)
         if task_name is not None and (resolved["task"], m) != (task_name, metric_name):
