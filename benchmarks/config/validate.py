@@ -233,7 +233,7 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
         if key not in TOP_LEVEL_KEYS and key not in TUNE_ONLY_KEYS:
             if key in FILE_ONLY_KEYS:
                 raise ConfigError(f"`{key}` is only allowed at the top of a config file")
-            raise ConfigError(unknown_key_message(str(key), str(key), TOP_LEVEL_KEYS + FILE_ONLY_KEYS + TUNE_ONLY_KEYS))
+            raise ConfigError(unknown_key_message(str(key), str(key), TOP_LEVEL_KEYS + FILE_ONLY_KEYS))
     if "task" not in config:
         from benchmarks import tasks
 
