@@ -348,8 +348,8 @@ def list_optimizers() -> list[dict[str, str]]:
 # -- default search spaces of `tune` (benchmarks/workflows/tune.py, docs/tuning.md) ---------------------------
 # One place for every registered optimizer's space. "recipe" stands for the run's own configured value (the
 # resolved config: the file's value, else the constructor default): the learning rate is searched over two
-# decades centred on it (recipe / 10 to recipe x 10, log-uniform), the usual width of a learning-rate sweep
-# around a known-good value (AlgoPerf's baseline spaces span 1.5 to 2.5 decades). Weight decay is searched
+# decades centred on it (recipe / 10 to recipe x 10, log-uniform): the recipe stays in the middle, and 4-8
+# quasi-random points have room on both sides of it. Weight decay is searched
 # log-uniform over fixed ranges, so a space never contains 0 (search 0 with a `choice` in a --space file):
 #   sgd, sgdp: [1e-6, 1e-3], L2 / SGDP's decoupled decay in PyTorch notation, around the ImageNet standard
 #              1e-4 (SGD) and the official README's 1e-5 (SGDP);
