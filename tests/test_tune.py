@@ -356,3 +356,23 @@ def test_time_to_target_from_history_and_target_rule():
     profile = time_profile(times)
     # median times: b: 45, m: (20, inf) -> inf: m never reaches within the profile
     assert profile["b"].iloc[0] == 1.0 and profile["m"].max() == 0.0
+
+
+def test_report_and_profile_of_a_two_arm_tune(tmp_path):
+    from benchmarks.workflows.tune_report import profile_over_tasks, report_lines
+
+    cfg = _config(zip={"optimizer": [{"name": "sgd", "lr": 0.05}, {"name": "adamp", "lr": 1e-2}]})
+    cfg["train"] = {**cfg["train"], "epochs": 5}
+    result = _tune(tmp_path, cfg, 3, final_seeds=[5, 6, 7])
+    text = "\n".join(report_lines(result, tmp_path / "tune", baseline="adamp"))
+    assert "Expected best val_loss" in text and "- sgd vs adamp: " in text
+    assert "## Time to target: val_loss <=" in text and "| sgd | " in text
+    assert (tmp_path / "tune" / "figures" / "expected_best_tests.engine.tiny_task_TinyTask.png").is_file()
+    times, profile = profile_over_tasks([result], "adamp")
+    assert set(times["method"]) == {"sgd", "adamp"} and len(times) == 6
+    assert set(profile.columns) == {"adamp", "sgd"}
+    # the fastest method (median time) is within a factor 1 on the only task
+    assert profile.iloc[0].max() == 1.0
+    summary = json.loads((tmp_path / "tune" / "tune.json").read_text())
+    assert [a["label"] for a in summary["arms"]] == ["sgd", "adamp"]
+    assert summary["arms"][1]["selected_point"] == result.arms[1].selected_point
