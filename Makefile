@@ -20,7 +20,7 @@ SEEDS_FLAG := $(if $(SEEDS),--set 'grid.train.seed=[$(SEEDS)]',)
 REPRO := $(RUN) $(SMOKE_FLAG) $(SEEDS_FLAG)
 export BENCHMARKS_NO_PROGRESS ?= 0
 
-.PHONY: setup demo demo-digits audio-demo audio-demo-data espeak-ng test compare-mine calibrate parity-report check-data test-fast bench-step step-ops triton-check bench-engine tables plots report compare \
+.PHONY: setup tune demo demo-digits audio-demo audio-demo-data espeak-ng test compare-mine calibrate parity-report check-data test-fast bench-step step-ops triton-check bench-engine tables plots report compare \
         reproduce-toy reproduce-imagenet reproduce-retrieval reproduce-lm reproduce-audio reproduce-detection reproduce-robustness reproduce-all \
         slurm-up slurm-down clean
 
@@ -194,3 +194,12 @@ slurm-down:
 
 clean:
 	rm -rf .pytest_cache .hypothesis
+
+## Equal-budget tuning (docs/tuning.md): make tune CONFIG=configs/demo/digits.yaml TRIALS=4 [SPACE=space.yaml]
+## [SEEDS=1000,1001,1002]: TRIALS quasi-random trials per optimizer, selection on validation, the selected
+## point at fresh seeds; into $(OUT)/tune-<config stem>.
+tune: setup
+	@test -n "$(CONFIG)" || { echo "error: set CONFIG=path/to/config.yaml (and TRIALS=N)" >&2; exit 2; }
+	@test -n "$(TRIALS)" || { echo "error: set TRIALS=N (trials per optimizer)" >&2; exit 2; }
+	$(PYTHON) -m benchmarks tune "$(CONFIG)" --trials $(TRIALS) --executor $(EXECUTOR) \
+	  --out $(OUT)/tune-$(basename $(notdir $(CONFIG))) $(if $(SPACE),--space $(SPACE),) $(if $(SEEDS),--seeds $(SEEDS),)

@@ -156,10 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     from benchmarks.analysis import commands as analysis_commands
 
     analysis_commands.register(sub)
-    from benchmarks.workflows import calibrate, mine
+    from benchmarks.workflows import calibrate, mine, tune
 
     mine.register(sub)
     calibrate.register(sub)
+    tune.register(sub)
     return parser
 
 

@@ -345,6 +345,53 @@ def list_optimizers() -> list[dict[str, str]]:
     return out
 
 
+# -- default search spaces of `tune` (benchmarks/workflows/tune.py, docs/tuning.md) ---------------------------
+# One place for every registered optimizer's space. "recipe" stands for the run's own configured value (the
+# resolved config: the file's value, else the constructor default): the learning rate is searched over two
+# decades centred on it (recipe / 10 to recipe x 10, log-uniform): the recipe stays in the middle, and 4-8
+# quasi-random points have room on both sides of it. Weight decay is searched
+# log-uniform over fixed ranges, so a space never contains 0 (search 0 with a `choice` in a --space file):
+#   sgd, sgdp: [1e-6, 1e-3], L2 / SGDP's decoupled decay in PyTorch notation, around the ImageNet standard
+#              1e-4 (SGD) and the official README's 1e-5 (SGDP);
+#   adamw, adamp: [1e-4, 1e-1], decoupled decay multiplied by lr (PyTorch notation), around PyTorch's AdamW
+#              default 1e-2 and the official AdamP README's 1e-2;
+#   adam: learning rate only (plain Adam's coupled L2 is what adamw replaces).
+# Momentum, betas and AdamP's delta / wd_ratio stay at the recipe: the paper says to keep AdamP's at their
+# defaults, and searching them for one optimizer but not another would give it more budget per dimension.
+# An optimizer not listed here (torch.optim, timm, a user's class) gets DEFAULT_LR_SPACE unless a --space
+# FILE is given.
+_LR_AROUND_RECIPE = ("recipe_decades", 1.0)  # log-uniform from recipe / 10**1 to recipe * 10**1
+DEFAULT_SEARCH_SPACES: dict[str, dict[str, Any]] = {
+    "sgd": {"optimizer.lr": _LR_AROUND_RECIPE, "optimizer.weight_decay": {"log_uniform": [1.0e-6, 1.0e-3]}},
+    "sgdp": {"optimizer.lr": _LR_AROUND_RECIPE, "optimizer.weight_decay": {"log_uniform": [1.0e-6, 1.0e-3]}},
+    "adam": {"optimizer.lr": _LR_AROUND_RECIPE},
+    "adamw": {"optimizer.lr": _LR_AROUND_RECIPE, "optimizer.weight_decay": {"log_uniform": [1.0e-4, 1.0e-1]}},
+    "adamp": {"optimizer.lr": _LR_AROUND_RECIPE, "optimizer.weight_decay": {"log_uniform": [1.0e-4, 1.0e-1]}},
+}
+#: the space of an optimizer without a default space and without --space: lr log-uniform over four decades
+DEFAULT_LR_SPACE: dict[str, Any] = {"optimizer.lr": {"log_uniform": [1.0e-5, 1.0e-1]}}
+
+
+def default_search_space(optimizer: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """The ``search:`` mapping for a resolved optimizer section, and a line saying where it comes from."""
+    name = optimizer.get("name")
+    spec = DEFAULT_SEARCH_SPACES.get(name) if isinstance(name, str) else None
+    if spec is None:
+        return dict(DEFAULT_LR_SPACE), f"default for an optimizer without its own space ({name}): lr log-uniform [1e-5, 1e-1]"
+    out: dict[str, Any] = {}
+    for key, dist in spec.items():
+        if isinstance(dist, tuple) and dist[0] == "recipe_decades":
+            recipe = optimizer.get(key.split(".", 1)[1])
+            if not isinstance(recipe, (int, float)) or isinstance(recipe, bool) or not recipe > 0:
+                raise ConfigError(f"the default search space of `{name}` centres `{key}` on the recipe's value, "
+                                  f"which is {recipe!r}: set `{key}` or pass --space FILE")
+            width = 10.0 ** dist[1]
+            out[key] = {"log_uniform": [float(f"{recipe / width:.6g}"), float(f"{recipe * width:.6g}")]}
+        else:
+            out[key] = {k: list(v) for k, v in dist.items()}
+    return out, f"registry default for `{name}` (benchmarks/registry.py: DEFAULT_SEARCH_SPACES)"
+
+
 __all__ = [
     "OPTIMIZERS",
     "OptimizerEntry",

@@ -24,6 +24,8 @@ TOP_LEVEL_KEYS = ("task", "data", "model", "optimizer", "train", "slurm", "name"
 NOT_HASHED_KEYS = ("slurm", "name", "tags")
 #: keys only a config *file* may have (consumed before validation)
 FILE_ONLY_KEYS = ("base", "grid", "zip")
+#: read only by `tune` (benchmarks/config/search.py); a run skips it, so it never enters a run id
+TUNE_ONLY_KEYS = ("search",)
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
 
@@ -228,7 +230,7 @@ def resolve_optimizer(value: Any) -> dict[str, Any]:
 def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """Validate one run's config (no grid/zip/base left) and return it with every default filled in."""
     for key in config:
-        if key not in TOP_LEVEL_KEYS:
+        if key not in TOP_LEVEL_KEYS and key not in TUNE_ONLY_KEYS:
             if key in FILE_ONLY_KEYS:
                 raise ConfigError(f"`{key}` is only allowed at the top of a config file")
             raise ConfigError(unknown_key_message(str(key), str(key), TOP_LEVEL_KEYS + FILE_ONLY_KEYS))
