@@ -112,3 +112,35 @@ def test_calibrate_writes_a_card_per_task_and_compare_mine_prints_it(tmp_path):
     assert "identical to the baseline's runs" in row and "no verdict" in row
     toy = [line for line in res.stdout.splitlines() if line.startswith("| toy")][0]
     assert "converged after" in toy and "lr 0.01" in toy
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--space", "space.yaml"], "--space is the search space of --trials"),
+    (["--trials", "2", "--seeds", "0,999"], "must not include 999"),
+    (["--trials", "0"], "--trials must be >= 1"),
+])
+def test_bad_tuning_options_are_config_errors(tmp_path, extra, message):
+    res = _cli("compare-mine", "sgd", "--battery", str(_two_tasks(tmp_path)), "--out", str(tmp_path / "out"), *extra)
+    assert res.returncode == 2 and message in res.stderr, res.stderr
+    assert not (tmp_path / "out" / "a").exists()
+
+
+@pytest.mark.slow
+def test_equal_tuning_budgets_before_the_verdict(tmp_path):
+    battery = write_battery(tmp_path / "battery", {"a": TINY})
+    space = tmp_path / "space.yaml"
+    space.write_text("optimizer.lr: {log_uniform: [1.0e-3, 1.0e-1]}\n")
+    res = _cli("compare-mine", "torch.optim:SGD", "--kw", "momentum: 0.9", "--trials", "2", "--space", str(space),
+               "--battery", str(battery), "--cards", str(tmp_path / "nocards"), "--out", str(tmp_path / "out"),
+               "--max-parallel", "2")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "a: yours (SGD): space" in res.stdout and "a: AdamP (adamp): space registry default" in res.stdout
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "each optimizer got 2 trials per task" in report and "Budget: each optimizer 2 trials" in report
+    assert "Expected best top1 over k trials" in report and "Time to target" in report
+    # the verdict compares the selected points at the comparison's seeds, never at the tuning seed
+    finals = [json.loads(p.read_text()) for p in (tmp_path / "out" / "a" / "tune" / "final" / "runs").glob("*/record.json")]
+    assert sorted(r["config"]["train"]["seed"] for r in finals) == [0, 0, 1, 1, 2, 2]
+    trials = [json.loads(p.read_text()) for p in (tmp_path / "out" / "a" / "tune" / "trials" / "runs").glob("*/record.json")]
+    assert len(trials) == 4 and {r["config"]["train"]["seed"] for r in trials} == {999}
+    assert [line for line in res.stdout.splitlines() if line.startswith("| a |")]

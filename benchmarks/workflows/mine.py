@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -30,6 +29,7 @@ from benchmarks.config.errors import ConfigError
 from . import battery as bat
 from . import launch
 from .calibrate import DEFAULT_CARDS, read_cards, task_alpha
+from .mine_report import TaskPlan
 
 DEFAULT_SEEDS = (0, 1, 2)
 MINE = "mine"
@@ -77,19 +77,6 @@ def read_kw_file(path: Path, tasks: Sequence[str]) -> dict[str, dict[str, Any]]:
     return {str(k): _check_kwargs(v or {}, f"{path}: {k}") for k, v in raw.items()}
 
 
-@dataclass
-class TaskPlan:
-    task: bat.BatteryTask
-    cfg: dict[str, Any]
-    baseline: dict[str, Any]
-    mine: dict[str, Any]
-    paths: list[Path]
-    card: dict[str, Any] | None
-    seconds_per_run: float | None = None
-    to_run: int = 0
-    result: dict[str, Any] = field(default_factory=dict)
-
-
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "compare-mine",
@@ -113,6 +100,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seeds", default=None, metavar="S,S,...", help="seeds (default: 0,1,2; verdicts need >= 3)")
     p.add_argument("--with-suite", action="store_true",
                    help="also run AdamW at the baseline's recipe (AdamP without its projection): shown, not judged")
+    p.add_argument("--trials", type=int, default=None, metavar="N",
+                   help="give both sides the same tuning budget: N quasi-random trials per task from their search "
+                        "spaces, selected on validation, then compared at --seeds (docs/tuning.md)")
+    p.add_argument("--space", type=Path, default=None, metavar="FILE",
+                   help="with --trials: your optimizer's search space (YAML: key: {log_uniform: [a, b]} ...); "
+                        "default lr log-uniform over [1e-5, 1e-1]")
     p.add_argument("--executor", default="local", choices=("local", "debug", "slurm"),
                    help="how runs are launched (default: %(default)s)")
     p.add_argument("--max-parallel", type=int, default=None, metavar="N", help="runs at a time (default: the cores)")
@@ -163,11 +156,13 @@ def plan_tasks(args: argparse.Namespace, battery: bat.Battery, tasks: list[bat.B
     return plans
 
 
-def print_plan(plans: list[TaskPlan], toy: bool, out: Path, parallel: int) -> None:
+def print_plan(plans: list[TaskPlan], toy: bool, out: Path, parallel: int, trials: int | None = None,
+               n_seeds: int = 0) -> None:
     print(f"compare-mine: {len(plans)} task(s){' and the 2-D toy' if toy else ''}, into {out}/", flush=True)
     total, unknown = 0.0, []
     for p in plans:
-        p.to_run = launch.count_to_run(p.paths, out / p.task.name)
+        # with --trials: both sides' trials and final runs (an upper bound: finished ones are skipped)
+        p.to_run = 2 * (trials + n_seeds) if trials else launch.count_to_run(p.paths, out / p.task.name)
         est = "" if p.seconds_per_run is None else f", about {p.seconds_per_run:.0f} s each"
         if p.seconds_per_run is None and p.to_run:
             unknown.append(p.task.name)
@@ -189,6 +184,16 @@ def cmd_compare_mine(args: argparse.Namespace) -> int:
         kwargs = parse_kwargs(args.kw)
         per_task = read_kw_file(args.kw_file, battery.names()) if args.kw_file else {}
         margins = _margins(args.margin, battery.names())
+        if args.trials is not None and args.trials < 1:
+            raise ConfigError(f"--trials must be >= 1, got {args.trials}")
+        if args.space is not None and args.trials is None:
+            raise ConfigError("--space is the search space of --trials: give --trials N too")
+        if args.trials is not None:
+            from .mine_tuned import TRIAL_SEED
+
+            if TRIAL_SEED in seeds:
+                raise ConfigError(f"--seeds must not include {TRIAL_SEED}: with --trials the tuning runs at that "
+                                  "seed, and the selected points are compared at seeds the selection never saw")
         plans = plan_tasks(args, battery, tasks, kwargs, per_task, seeds)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -203,7 +208,8 @@ def cmd_compare_mine(args: argparse.Namespace) -> int:
             skipped[p.task.name] = why  # e.g. espeak-ng missing: said in the summary, never silently left out
             plans.remove(p)
     # everything validated before anything runs: a typo in OPT or --kw costs a second, not a sweep
-    for name, paths in [(p.task.name, p.paths) for p in plans] + ([("toy", toy_paths)] if toy else []):
+    checks = [(p.task.name, _checked_paths(p, args)) for p in plans] + ([("toy", toy_paths)] if toy else [])
+    for name, paths in checks:
         rc = launch.dry_run(paths, args.out / name)
         if rc != 0:
             print(f"error: the configs of {name} ({', '.join(map(str, paths))}) do not validate (exit {rc}); nothing "
@@ -211,7 +217,7 @@ def cmd_compare_mine(args: argparse.Namespace) -> int:
             return rc
     alpha = task_alpha(len(plans))
     parallel = launch.parallel(args.max_parallel)
-    print_plan(plans, toy, args.out, parallel)
+    print_plan(plans, toy, args.out, parallel, args.trials, len(seeds))
     rows: list[str] = []
     failed = []
     report = args.out / "report.md"
@@ -223,13 +229,17 @@ def cmd_compare_mine(args: argparse.Namespace) -> int:
             rows.append(toy_row(args.out / "toy", args.optimizer))
             print(rows[-1], flush=True)
         for p in plans:
-            log = args.out / p.task.name / LOG
-            print(f"(running {p.task.name}: {p.to_run} run(s); progress in {log})", file=sys.stderr, flush=True)
-            rc = launch.run(p.paths, args.out / p.task.name, args.executor, args.max_parallel, log=log)
-            _interrupted(rc)
-            if rc != 0:
-                failed.append(f"{p.task.name} (exit {rc}; its log: {log})")
-            p.result = judge_task(p, args.out / p.task.name, args.optimizer, alpha, margins)
+            if args.trials:
+                judged, folder = _tuned(p, args, seeds)
+            else:
+                judged, folder = p, args.out / p.task.name
+                log = folder / LOG
+                print(f"(running {p.task.name}: {p.to_run} run(s); progress in {log})", file=sys.stderr, flush=True)
+                rc = launch.run(p.paths, folder, args.executor, args.max_parallel, log=log)
+                _interrupted(rc)
+                if rc != 0:
+                    failed.append(f"{p.task.name} (exit {rc}; its log: {log})")
+            p.result = judge_task(judged, folder, args.optimizer, alpha, margins)
             rows.append(task_row(p, alpha))
             print(rows[-1], flush=True)
             write_report(report, args, plans, rows, skipped, alpha, seeds)
@@ -248,6 +258,30 @@ def cmd_compare_mine(args: argparse.Namespace) -> int:
         print(f"runs that did not finish: {', '.join(failed)} (see `python -m benchmarks status DIR`)", file=sys.stderr)
         return 1
     return 0
+
+
+def _checked_paths(p: TaskPlan, args: argparse.Namespace) -> list[Path]:
+    """The configs to validate before anything runs. With --trials the learning rate comes from the search
+    space, so a config without one is checked at a stand-in lr (the trials set their own)."""
+    if not args.trials or "lr" in p.mine:
+        return p.paths
+    check = bat.with_optimizer(p.cfg, {**p.mine, "lr": 1.0e-3})
+    return [p.paths[0], bat.write_config(args.out / "configs" / f"{p.task.name}-{MINE}-check.yaml", check,
+                                         f"{p.task.config} with {args.optimizer} at a stand-in lr, to validate it "
+                                         "before tuning")]
+
+
+def _tuned(p: TaskPlan, args: argparse.Namespace, seeds: list[int]) -> tuple[TaskPlan, Path]:
+    from .mine_tuned import run_tuned
+
+    print(f"(tuning {p.task.name}: {args.trials} trials per side, then {len(seeds)} seeds each)", file=sys.stderr,
+          flush=True)
+    judged, folder, lines = run_tuned(p, args, seeds)
+    p.tuning = lines
+    for line in lines[:4]:
+        if line.startswith("- "):
+            print(f"  {p.task.name}: {line[2:]}", flush=True)
+    return judged, folder
 
 
 def _interrupted(rc: int) -> None:

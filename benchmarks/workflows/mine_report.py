@@ -11,14 +11,29 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
 import yaml
 
 from benchmarks.analysis.sensitivity import card_line, direction_words
 
-if TYPE_CHECKING:
-    from .mine import TaskPlan
+from .battery import BatteryTask
+
+@dataclass
+class TaskPlan:
+    task: BatteryTask
+    cfg: dict[str, Any]
+    baseline: dict[str, Any]
+    mine: dict[str, Any]
+    paths: list[Path]
+    card: dict[str, Any] | None
+    seconds_per_run: float | None = None
+    to_run: int = 0
+    result: dict[str, Any] = field(default_factory=dict)
+    #: report lines of the tuning (selected points, expected-best curves, time to target) with --trials
+    tuning: list[str] = field(default_factory=list)
+
 
 SIDES = ("baseline", "mine", "suite")
 _WORDS = {"win": "yours better", "loss": "AdamP better", "tie": "equivalent", "inconclusive": "inconclusive"}
@@ -32,7 +47,7 @@ def _run_ids(path: Path) -> list[str]:
     return [compute_run_id(resolved) for resolved, _ in runs]
 
 
-def side_frame(plan: "TaskPlan", folder: Path):
+def side_frame(plan: TaskPlan, folder: Path):
     """The task's runs with a ``side`` column (baseline, mine, suite); runs of no side are left out."""
     import pandas as pd
 
@@ -49,7 +64,7 @@ def side_frame(plan: "TaskPlan", folder: Path):
     return frame.assign(side=side)[side.notna()], shared
 
 
-def judge_task(plan: "TaskPlan", folder: Path, optimizer: str, alpha: float,
+def judge_task(plan: TaskPlan, folder: Path, optimizer: str, alpha: float,
                margins: Mapping[str, float]) -> dict[str, Any]:
     """The paired comparison of the user's runs with the baseline's on one task (see the module doc)."""
     from benchmarks.analysis.compare import CompareSettings, done_runs, paired_comparison, primary_metric
@@ -102,7 +117,7 @@ def _num(x: Any, fmt: str = "+.4g") -> str:
     return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, fmt)
 
 
-def task_row(plan: "TaskPlan", alpha: float) -> str:
+def task_row(plan: TaskPlan, alpha: float) -> str:
     r = plan.result
     metric = f"{r['metric']} ({direction_words(r['mode'])})" if "metric" in r else "–"
     ci = f"[{_num(r['ci'][0], '+.3g')}, {_num(r['ci'][1], '+.3g')}]" if "ci" in r else "–"
@@ -139,7 +154,7 @@ def toy_row(folder: Path, optimizer: str) -> str:
             f"{describe(mine, 'yours')}; {describe(base.head(1), 'SGDP, momentum 0.9')} |")
 
 
-def overall_line(plans: Sequence["TaskPlan"], optimizer: str) -> str:
+def overall_line(plans: Sequence[TaskPlan], optimizer: str) -> str:
     counts = {"loss": 0, "win": 0, "tie": 0, "inconclusive": 0, "none": 0}
     for p in plans:
         outcome = p.result.get("outcome")
@@ -153,7 +168,7 @@ def overall_line(plans: Sequence["TaskPlan"], optimizer: str) -> str:
     return text + "."
 
 
-def write_report(path: Path, args: argparse.Namespace, plans: Sequence["TaskPlan"], rows: Sequence[str],
+def write_report(path: Path, args: argparse.Namespace, plans: Sequence[TaskPlan], rows: Sequence[str],
                  skipped: Mapping[str, str], alpha: float, seeds: Sequence[int]) -> None:
     from benchmarks.atomic import write_text_atomic
 
@@ -162,7 +177,10 @@ def write_report(path: Path, args: argparse.Namespace, plans: Sequence["TaskPlan
              f"Seeds {', '.join(map(str, seeds))}. Each task's verdict: paired t-test over the seeds at α = "
              f"{alpha:.3g} (0.05 / {len(plans)} tasks: the chance of any false win or loss in this table is ≤ 5%), "
              "test metrics from the model selected on validation or the last model (the task's train.select). "
-             "What each task can detect comes from its sensitivity card (results/battery/cards.md).", "",
+             "What each task can detect comes from its sensitivity card (results/battery/cards.md)."
+             + (f" Budget: each optimizer {args.trials} trials per task, selected on validation, then compared at "
+                "these seeds." if getattr(args, "trials", None) else " Both sides at one setting each (no tuning)."),
+             "",
              "## Verdicts", "", summary_header(), *rows, ""]
     if done:
         lines.append(overall_line(done, args.optimizer) + ("" if len(done) == len(plans) else
@@ -186,6 +204,9 @@ def write_report(path: Path, args: argparse.Namespace, plans: Sequence["TaskPlan
                 lines.append(f"| {s} | {_num(values['baseline'].get(s), '.4g')} | "
                              f"{_num(values['mine'].get(s), '.4g')} |{extra}")
         lines.append("")
+    tuned = [line for p in plans for line in p.tuning]
+    if tuned:
+        lines += [f"## Tuning: each optimizer got {args.trials} trials per task", "", *tuned, ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, "\n".join(lines) + "\n")
 

@@ -26,7 +26,6 @@ The configs that ran are written under ``OUT/configs/`` (``<arm>-trials.yaml``, 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import sys
