@@ -8,7 +8,8 @@ Data (``data.name``):
   ``data.root`` if set, else to the user cache.
 * ``kjv``: the King James Bible of Debian's ``bible-kjv`` package (real English, 0.95M tokens; CPU demo and
   battery), written once in the same format under ``data.root`` (else the user cache) by
-  :mod:`benchmarks.data.kjv`, with a vocabulary of ``data.kjv_vocab`` words.
+  :mod:`benchmarks.data.kjv`, with a vocabulary of 5,000 words (fixed: a new data key would change the run
+  id of every language-modelling config).
 
 Training follows Transformer-XL: the training stream is cut into ``train.batch_size`` contiguous streams
 (the GLOBAL batch; each process takes an equal share of the streams), visited in order in segments of
@@ -110,8 +111,6 @@ class LanguageModel(Task):
             "synthetic_vocab": 500,  # synthetic: number of words
             "synthetic_train_tokens": 200_000,  # synthetic: training tokens (valid/test get a tenth each)
             "synthetic_seed": 0,  # synthetic: seed of the language and of the text; NOT the run seed
-            "kjv_vocab": 10_000,  # kjv: vocabulary size incl. <unk> and <eos> (rarer words -> <unk>)
-            "kjv_text": None,  # kjv: a text file in the layout of `bible -f` output; null: the bible program
         },
         "model": {
             "name": "transformer_xl",
@@ -191,11 +190,6 @@ class LanguageModel(Task):
                 raise ConfigError(f"model.{key} must be in [0, 1), got {model[key]!r}")
         if train["eval_batch_size"] is not None and int(train["eval_batch_size"]) < 1:
             raise ConfigError(f"train.eval_batch_size must be >= 1, got {train['eval_batch_size']!r}")
-        if data["name"] == "kjv":
-            try:
-                kjv.check_vocab_size(data["kjv_vocab"])
-            except ValueError as exc:
-                raise ConfigError(f"data.kjv_vocab: {exc}") from None
         for key in ("max_train_tokens", "max_eval_tokens"):
             if data[key] is not None and int(data[key]) < 1:
                 raise ConfigError(f"data.{key} must be null or >= 1, got {data[key]!r}")
@@ -224,17 +218,9 @@ class LanguageModel(Task):
 
     @staticmethod
     def _check_kjv(data: Mapping[str, Any]) -> None:
-        """kjv: a valid vocabulary size, and a source to build from unless the corpus is already built."""
-        vocab = int(data["kjv_vocab"])
-        source = data["kjv_text"]
-        if source is not None:
-            path = Path(source).expanduser()
-            if not path.is_file():
-                raise ConfigError(f"data.kjv_text: {path} is not a file (a text file in the layout of "
-                                  f"'bible -f' output, or null for the installed bible program)")
-            return
-        folder = kjv.corpus_dir(_kjv_out_root(data), vocab)
-        if not kjv.is_built(folder, kjv.signature(vocab)) and kjv.find_program() is None:
+        """kjv: the bible program to build the corpus from, unless it is already built."""
+        folder = kjv.corpus_dir(_kjv_out_root(data), kjv.VOCAB_SIZE)
+        if not kjv.is_built(folder, kjv.signature(kjv.VOCAB_SIZE)) and kjv.find_program() is None:
             raise ConfigError(f"data.name=kjv needs Debian's bible-kjv package (the '{kjv.PROGRAM}' program "
                               f"prints the text): {kjv.INSTALL_HINT}")
 
@@ -261,7 +247,7 @@ class LanguageModel(Task):
         data = self.config["data"]
         if data["name"] == "kjv":
             try:
-                return kjv.build_kjv_wikitext(_kjv_out_root(data), int(data["kjv_vocab"]), data["kjv_text"])
+                return kjv.build_kjv_wikitext(_kjv_out_root(data), kjv.VOCAB_SIZE)
             except kjv.KJVSourceError as exc:
                 raise ConfigError(f"data.name=kjv: {exc}") from None
         if data["name"] != "synthetic":
