@@ -73,6 +73,8 @@ def test_parse_reads_the_layout_and_names_a_bad_line(tmp_path):
 def test_text_source_must_be_a_bounded_regular_file(tmp_path, monkeypatch):
     with pytest.raises(kjv.KJVSourceError, match="not a regular file"):
         kjv.read_verses(tmp_path)
+    with pytest.raises(kjv.KJVSourceError, match="nothing.txt: cannot be read"):
+        kjv.build_kjv_wikitext(tmp_path / "o", 50, tmp_path / "nothing.txt")
     big = _write(tmp_path / "big.txt", _verses())
     monkeypatch.setattr(kjv, "MAX_SOURCE_BYTES", 100)
     with pytest.raises(kjv.KJVSourceError, match="more than the 100 accepted"):

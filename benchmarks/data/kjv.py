@@ -246,7 +246,10 @@ def signature(vocab_size: int, source: str | os.PathLike | None = None) -> dict:
         src: object = f"{PROGRAM} {WHOLE_BOOK} (Debian bible-kjv)"
     else:
         p = Path(source).expanduser().resolve()
-        st = p.stat()
+        try:
+            st = p.stat()
+        except OSError as exc:
+            raise KJVSourceError(f"{p}: cannot be read ({exc.strerror})") from None
         src = [str(p), st.st_size, st.st_mtime_ns]
     return {"version": BUILD_VERSION, "vocab_size": int(vocab_size), "source": src}
 
