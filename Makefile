@@ -20,7 +20,7 @@ SEEDS_FLAG := $(if $(SEEDS),--set 'grid.train.seed=[$(SEEDS)]',)
 REPRO := $(RUN) $(SMOKE_FLAG) $(SEEDS_FLAG)
 export BENCHMARKS_NO_PROGRESS ?= 0
 
-.PHONY: setup tune demo demo-digits audio-demo audio-demo-data espeak-ng test compare-mine calibrate parity-report check-data test-fast bench-step step-ops triton-check bench-engine tables plots report compare \
+.PHONY: setup tune demo demo-digits audio-demo audio-demo-data espeak-ng bible-kjv test compare-mine calibrate parity-report check-data test-fast bench-step step-ops triton-check bench-engine tables plots report compare \
         reproduce-toy reproduce-imagenet reproduce-retrieval reproduce-lm reproduce-audio reproduce-detection reproduce-robustness reproduce-all \
         slurm-up slurm-down clean
 
@@ -68,6 +68,13 @@ espeak-ng:
 	@command -v espeak-ng >/dev/null || { timeout 300 apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq --no-install-recommends espeak-ng >/dev/null; } || \
 	  { echo "error: espeak-ng is missing and apt-get could not install it: run apt-get install espeak-ng (as root)" >&2; exit 2; }
+
+## Debian's bible-kjv (the King James Bible: the real-English corpus of the LM cheap tier and battery,
+## benchmarks/data/kjv.py); needs root and the Debian mirror, like espeak-ng.
+bible-kjv:
+	@command -v bible >/dev/null || { timeout 300 apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq --no-install-recommends bible-kjv >/dev/null; } || \
+	  { echo "error: bible-kjv is missing and apt-get could not install it: run apt-get install bible-kjv (as root)" >&2; exit 2; }
 
 ## The README's test command (also what CI runs).
 test: setup
@@ -147,11 +154,20 @@ reproduce-retrieval: setup check-data
 	$(REPRO) configs/paper/table6_*.yaml --set data.root=$(DATA) --set model.pretrained_path=$(WEIGHTS) --out $(OUT)/retrieval$(SFX)
 	$(PYTHON) -m benchmarks tables $(OUT)/retrieval$(SFX)
 
-# DATA: the folder holding wiki.{train,valid,test}.tokens (or its parent with wikitext-103/).
-reproduce-lm: setup check-data
+# DATA: the folder holding wiki.{train,valid,test}.tokens (or its parent with wikitext-103/): Table 7.
+# Without DATA, the cheap tier: Table 7's cells (AdamW/AdamP x +/- WN) with a small Transformer-XL on the King
+# James Bible (Debian's bible-kjv, installed by `make bible-kjv`), 3 seeds, on the CPU (configs/lm/kjv_demo.yaml).
+reproduce-lm: setup $(if $(DATA),,bible-kjv)
+ifdef DATA
 	$(REPRO) configs/paper/table7_transformer_xl.yaml configs/paper/table7_transformer_xl_wn.yaml \
 	  --set data.root=$(DATA) --out $(OUT)/lm$(SFX)
 	$(PYTHON) -m benchmarks tables $(OUT)/lm$(SFX)
+else
+	@echo "DATA is not set: the cheap tier (KJV, CPU); DATA=<WikiText-103 folder> runs Table 7"
+	$(REPRO) configs/lm/kjv_demo.yaml --out $(OUT)/lm-kjv$(SFX)
+	$(PYTHON) -m benchmarks report $(OUT)/lm-kjv$(SFX)
+	$(PYTHON) -m benchmarks compare $(OUT)/lm-kjv$(SFX) --baseline adamw
+endif
 
 # DATA holds speech_commands_v0.02/, magnatagatune/, dcase2017_task4/ (layouts: benchmarks/data/audio.py).
 reproduce-audio: setup check-data

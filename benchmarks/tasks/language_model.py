@@ -4,8 +4,12 @@ Data (``data.name``):
 
 * ``wikitext-103`` / ``wikitext-2``: ``wiki.{train,valid,test}.tokens`` under ``data.root`` (or
   ``data.root/<name>/``), read by :mod:`benchmarks.data.wikitext` and cached (``data.cache_dir``).
-* ``synthetic``: a first-order Markov language written in the same file format (CPU demos and tests); it goes
-  to ``data.root`` if set, else to the user cache.
+* ``synthetic``: a first-order Markov language written in the same file format (tests); it goes to
+  ``data.root`` if set, else to the user cache.
+* ``kjv``: the King James Bible of Debian's ``bible-kjv`` package (real English, 0.95M tokens; CPU demo and
+  battery), written once in the same format under ``data.root`` (else the user cache) by
+  :mod:`benchmarks.data.kjv`, with a vocabulary of 5,000 words (fixed: a new data key would change the run
+  id of every language-modelling config).
 
 Training follows Transformer-XL: the training stream is cut into ``train.batch_size`` contiguous streams
 (the GLOBAL batch; each process takes an equal share of the streams), visited in order in segments of
@@ -30,11 +34,14 @@ from typing import Any, Callable, ClassVar, Iterator, Mapping
 import torch
 
 from benchmarks.config.errors import ConfigError, did_you_mean
+from benchmarks.data import kjv
 from benchmarks.data import wikitext as wt
 
 from .base import RunContext, Task
 
-DATASETS = ("wikitext-103", "wikitext-2", "synthetic")
+DATASETS = ("wikitext-103", "wikitext-2", "synthetic", "kjv")
+#: written on first use into data.root (its output folder) rather than read from it
+_GENERATED = ("synthetic", "kjv")
 MODELS = ("transformer_xl",)
 
 #: keys of ``model`` that go straight to :class:`benchmarks.models.transformer_xl.TransformerXL`
@@ -81,6 +88,10 @@ def evaluate_perplexity(model: Callable[..., Any], tokens: Any, batch_size: int,
     return float(total), count
 
 
+def _kjv_out_root(data: Mapping[str, Any]) -> Path:
+    return Path(data["root"]).expanduser() if data["root"] else wt.user_cache_dir().parent / "kjv"
+
+
 class LanguageModel(Task):
     """Transformer-XL on WikiText (word level), with memory carried across consecutive segments."""
 
@@ -92,8 +103,8 @@ class LanguageModel(Task):
     # release); the evaluation settings are the ones of its training-time evaluation.
     defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {
         "data": {
-            "name": "wikitext-103",  # wikitext-103 | wikitext-2 | synthetic
-            "root": None,  # folder with wiki.{train,valid,test}.tokens (or root/<name>/); synthetic: output
+            "name": "wikitext-103",  # wikitext-103 | wikitext-2 | synthetic | kjv
+            "root": None,  # folder with wiki.{train,valid,test}.tokens (or root/<name>/); synthetic, kjv: output
             "cache_dir": None,  # null: <root>/.cache (user cache if root is read-only)
             "max_train_tokens": None,  # use only the first N training tokens (quick runs); null: all
             "max_eval_tokens": None,  # evaluate on the first N tokens of valid/test; null: all
@@ -189,6 +200,9 @@ class LanguageModel(Task):
         data = config["data"]
         if data["name"] == "synthetic":
             return  # written on first use (data.root is its output folder)
+        if data["name"] == "kjv":
+            cls._check_kjv(data)
+            return
         if not data["root"]:
             raise ConfigError(f"data.root is required for data.name={data['name']!r}: the folder holding "
                               "wiki.train.tokens, wiki.valid.tokens and wiki.test.tokens")
@@ -202,11 +216,19 @@ class LanguageModel(Task):
         except wt.MissingDataError as exc:
             raise ConfigError(f"data.root: {exc}") from None
 
+    @staticmethod
+    def _check_kjv(data: Mapping[str, Any]) -> None:
+        """kjv: the bible program to build the corpus from, unless it is already built."""
+        folder = kjv.corpus_dir(_kjv_out_root(data), kjv.VOCAB_SIZE)
+        if not kjv.is_built(folder, kjv.signature(kjv.VOCAB_SIZE)) and kjv.find_program() is None:
+            raise ConfigError(f"data.name=kjv needs Debian's bible-kjv package (the '{kjv.PROGRAM}' program "
+                              f"prints the text): {kjv.INSTALL_HINT}")
+
     def __init__(self, config: Mapping[str, Any], ctx: RunContext):
         super().__init__(config, ctx)
         self.check_config(config)
         data, train = config["data"], config["train"]
-        if data["name"] != "synthetic" and not data["root"]:
+        if data["name"] not in _GENERATED and not data["root"]:
             raise ConfigError(f"data.root is required for data.name={data['name']!r}: the folder holding "
                               "wiki.train.tokens, wiki.valid.tokens and wiki.test.tokens")
         self.world = max(1, ctx.world_size)
@@ -223,6 +245,11 @@ class LanguageModel(Task):
     # -- data ----------------------------------------------------------------------------------------------
     def _data_root(self) -> Path:
         data = self.config["data"]
+        if data["name"] == "kjv":
+            try:
+                return kjv.build_kjv_wikitext(_kjv_out_root(data), kjv.VOCAB_SIZE)
+            except kjv.KJVSourceError as exc:
+                raise ConfigError(f"data.name=kjv: {exc}") from None
         if data["name"] != "synthetic":
             return Path(data["root"])
         n_train = int(data["synthetic_train_tokens"])
@@ -239,7 +266,7 @@ class LanguageModel(Task):
 
     def _load(self) -> wt.Corpus:
         data = self.config["data"]
-        name = None if data["name"] == "synthetic" else data["name"]
+        name = None if data["name"] in _GENERATED else data["name"]
         try:
             return wt.load_wikitext(self._data_root(), name=name, cache_dir=data["cache_dir"])
         except wt.MissingDataError as exc:
