@@ -19,7 +19,9 @@ Finished runs are skipped on a rerun (the run store resumes), so adding probes l
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -52,7 +54,23 @@ def run_probe(config: str, out: Path, name: str, base_opt: dict, seeds: list[int
     for item in [*extra, *probe_overrides(name, base_opt)]:
         cmd += ["--set", item]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    before = _done(out / name)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(cmd, check=True, env=env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    ran = len(_done(out / name) - before)
+    if ran:
+        # CPU seconds (user + system) of the whole `benchmarks run`, start-up included, per run it finished:
+        # on a shared machine wall time says more about the neighbours than about the run
+        cpu = (after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime) / ran
+        log = out / name / "cpu_seconds.jsonl"
+        with open(log, "a") as handle:
+            handle.write(json.dumps({"runs": ran, "cpu_s_per_run": round(cpu, 1)}) + "\n")
+
+
+def _done(folder: Path) -> set[str]:
+    return {p.parent.name for p in folder.glob("runs/*/record.json")
+            if json.loads(p.read_text()).get("status") == "done"}
 
 
 def summarise(out: Path, probes: list[str], seeds: list[int]) -> None:
@@ -67,16 +85,19 @@ def summarise(out: Path, probes: list[str], seeds: list[int]) -> None:
         if frame.empty:
             continue
         metric = frame["primary_metric"].iloc[0]
+        cpu_log = out / name / "cpu_seconds.jsonl"
+        cpu = [json.loads(line)["cpu_s_per_run"] for line in cpu_log.read_text().splitlines()] if cpu_log.exists() else []
         table[name] = (metric, frame.set_index("train.seed")[f"metrics.{metric}"].sort_index(),
-                       float(frame["timing.wall_s"].median()), float(frame["optimizer.lr"].iloc[0]))
+                       float(frame["timing.wall_s"].median()), float(frame["optimizer.lr"].iloc[0]), cpu)
     if "base" not in table:
         print("no finished baseline runs")
         return
-    metric, base, _, _ = table["base"]
+    metric, base = table["base"][0], table["base"][1]
     print(f"primary metric: {metric}; seeds {seeds}")
-    for name, (_, values, wall, lr) in table.items():
+    for name, (_, values, wall, lr, cpu) in table.items():
         line = (f"{name:9s} lr {lr:.3g}: {values.mean():7.2f} ± {values.std(ddof=1) if len(values) > 1 else 0:5.2f}"
-                f"  [{', '.join(f'{v:.2f}' for v in values)}]  median {wall:.1f} s/run")
+                f"  [{', '.join(f'{v:.2f}' for v in values)}]  median wall {wall:.1f} s/run"
+                f"{', CPU s/run per invocation ' + str(cpu) if cpu else ''}")
         if name != "base":
             common = values.index.intersection(base.index)
             diff = values[common] - base[common]
