@@ -185,7 +185,7 @@ def _toy_frames() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def test_toy_tables_and_figure_data_are_unchanged(tmp_path: Path) -> None:
-    from benchmarks.analysis import plots, tables, toy
+    from benchmarks.analysis import figures, tables, toy
     from benchmarks.analysis.render import to_markdown
 
     results, history = _toy_frames()
@@ -201,6 +201,6 @@ def test_toy_tables_and_figure_data_are_unchanged(tmp_path: Path) -> None:
         "markdown_table": toy.markdown_table(growth),
         "toy_tables": [to_markdown(t) for t in tables.toy_tables(results)],
     }
-    paths, message = plots.toy_figures(results, history, tmp_path, formats=("png",))
+    paths, message = figures.toy_figures(results, history, tmp_path, formats=("png",))
     got["figures"] = [str(p.relative_to(tmp_path)) for p in paths] + [message]
     _check("toy_analysis.json", json.dumps(got, indent=1, sort_keys=True) + "\n")
