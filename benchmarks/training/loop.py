@@ -167,8 +167,9 @@ def train(config: Mapping[str, Any], run_dir: Path, ctx_extra: Mapping[str, Any]
     Returns ``{"status": "done"|"diverged", "metrics": {...}, "steps", "epochs", "train_time_s",
     "step_time_s", "eval_time_s", "samples_per_s", "error": str|None, "resumed_from_step": int|None,
     "rank": int, "selection", "primary_metric", "metric_modes"}``. Final metrics are those of the evaluation
-    chosen by ``train.select`` (see :class:`benchmarks.training.selection.Selection`) plus ``train_loss`` (mean over the last logging
-    window); ``metric_modes`` gives the direction of each reported metric from the task's declaration.
+    chosen by ``train.select`` (see :class:`benchmarks.training.selection.Selection`) plus ``train_loss``
+    (mean over the last logging window); ``metric_modes`` gives the direction of each reported metric from
+    the task's declaration.
     """
     from benchmarks.registry import build_optimizer
     from benchmarks.tasks.base import RunContext
