@@ -31,8 +31,8 @@ def _check(name: str, got: str) -> None:
         path.write_text(got)
         pytest.skip(f"wrote {path}")
     expected = path.read_text()
-    assert got == expected, f"{name} differs from the stored output (first difference at character " \
-                            f"{next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))})"
+    first = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))
+    assert got == expected, f"{name} differs from the stored output from character {first} on"
 
 
 # -- run records ----------------------------------------------------------------------------------------
