@@ -135,7 +135,7 @@ def _toy_frames() -> tuple[pd.DataFrame, pd.DataFrame]:
     rows, hist = [], []
     toy2d = [("sgd", 0.0, 0.04, 0.0, True), ("sgd", 0.9, 0.04, 0.0, True), ("sgdp", 0.9, 0.04, 0.0, True),
              ("sgd", 0.99, 0.04, 0.0, True), ("sgdp", 0.99, 0.04, 0.0, False), ("sgd", 0.9, 0.02, 0.0, True),
-             ("sgd", 0.9, 0.04, 0.0, True), ("adamp", 0.0, 0.04, 0.1, True)]
+             ("sgd", 0.9, 0.04, 0.0, True), ("sgd", 0.9, 0.04, 0.0, True), ("adamp", 0.0, 0.04, 0.1, True)]
     for i, (name, mom, lr, wd, pb) in enumerate(toy2d):
         steps = 12
         log_every = 3 if lr == 0.02 else 1
@@ -144,7 +144,7 @@ def _toy_frames() -> tuple[pd.DataFrame, pd.DataFrame]:
         angle = 90.0 * np.exp(-np.arange(steps) * rng.uniform(0.1, 0.5))
         rows.append({"run_id": run_id, "status": "done", "task": "toy2d", "optimizer.name": name,
                      "optimizer.lr": lr, "optimizer.momentum": mom, "optimizer.weight_decay": wd,
-                     "optimizer.project_buffer": pb if name == "sgdp" else np.nan, "train.seed": i % 2,
+                     "optimizer.project_buffer": pb if name == "sgdp" else np.nan, "train.seed": i % 3,
                      "train.log_every": log_every, "train.steps_per_epoch": steps, "train.epochs": 1,
                      "model.init_norm": 1.0, "timing.steps": steps, "metrics.w_norm": float(w_norm[-1] + 0.1),
                      "metrics.angle_deg": float(angle[-1] / 2), "metrics.steps_to_reach": float(rng.randint(3, 12)),
