@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from torch import Tensor
+
 
 @dataclass(frozen=True)
 class Choice:
@@ -73,3 +75,20 @@ def choose(device_type: str, triton_available: bool, foreach: bool | None, fused
         return Choice("foreach", None, f"{asked}, but the group holds tensor subclasses (e.g. DTensor), which "
                                        "the Triton kernels do not take", fallback=True)
     return Choice("fused", "triton", f"{asked}: the Triton kernels")
+
+
+def choose_for(params: list[Tensor], foreach: bool | None, fused: bool | None) -> Choice:
+    """:func:`choose` for a param group's tensors (all on one device): what it needs is read off them."""
+    from . import _fused, _triton  # the Triton module imports triton: only once a step asks
+
+    device = params[0].device
+    return choose(device.type, _triton.available(device), foreach, fused, _triton.plain(params), _fused.backend(),
+                  torch_foreach_default=device.type in ("cpu", "cuda") or default_to_foreach(params))
+
+
+def default_to_foreach(params: list[Tensor]) -> bool:
+    """Same rule as torch.optim (multi-tensor by default on CUDA and other native devices, not on the CPU)."""
+    from torch.optim.optimizer import _default_to_fused_or_foreach
+
+    _, foreach = _default_to_fused_or_foreach(params, differentiable=False, use_fused=False)
+    return bool(foreach)

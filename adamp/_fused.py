@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ._base import LOW_PRECISION, projectable, state_dtype
+from ._rules import LOW_PRECISION, projectable, state_dtype
 from ._multi_tensor import plain
 
 COMPILE_OPTIONS: dict[str, Any] = {"fullgraph": True}

@@ -8,7 +8,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import Tensor
 
-from ._base import LOW_PRECISION, projectable
+from ._rules import LOW_PRECISION, projectable
 
 
 def group_by_device_and_dtype(tensor_lists: Sequence[list[Tensor]]) -> list[list[list[Tensor]]]:

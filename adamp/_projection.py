@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._base import projectable
+from ._rules import projectable
 from ._multi_tensor import plain as _plain
 from ._segmented import apply_decay_, segmented_projection
 

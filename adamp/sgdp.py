@@ -10,7 +10,8 @@ from torch import Tensor
 from torch.optim.optimizer import required
 
 from . import _fused
-from ._base import LOW_PRECISION, ProjectedOptimizer, check_number, functional_impl, projectable
+from ._optimizer import ProjectedOptimizer
+from ._rules import LOW_PRECISION, check_number, functional_impl, projectable
 from ._multi_tensor import chunks_by_numel, group_by_device_and_dtype, split_by_ndim, work_copies
 from ._projection import add_scaled_, decay_scale, project_and_decay_, single_tensor_projection
 

@@ -36,12 +36,8 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
-import platform
 import statistics
-import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -51,6 +47,9 @@ from typing import Any, Callable
 import torch
 
 import adamp
+from benchmarks.bench_common import error_text, inductor, matches, per_tensor, sync
+from benchmarks.bench_iteration import bench_iteration
+from benchmarks.bench_output import environment, previous_runs, print_table, write_outputs
 
 MODELS = ["resnet50", "vit_b16", "efficientnet_b0", "transformer_24x1024", "transformer_xl_wt103"]
 #: words in WikiText-103's vocabulary (the training split's words plus <eos>), the Transformer-XL's n_token:
@@ -96,43 +95,6 @@ def _transformer_xl() -> torch.nn.Module:
     return TransformerXL(WT103_VOCAB, **{k: model_cfg[k] for k in keys})
 
 
-class _Switched:
-    """Steps an optimizer with module switches of ``adamp`` set for the duration of the step (restored
-    after), e.g. the segmented projection or the Triton kernels: GPU candidates timed beside the defaults."""
-
-    def __init__(self, opt: torch.optim.Optimizer, switches: list[tuple[Any, str, Any]]):
-        self.opt = opt
-        self.switches = switches  # (module, attribute, value while stepping)
-
-    def __getattr__(self, name: str):  # zero_grad, state, ... of the wrapped optimizer
-        return getattr(self.opt, name)
-
-    def step(self) -> None:
-        before = [(module, attr, getattr(module, attr)) for module, attr, _ in self.switches]
-        for module, attr, value in self.switches:
-            setattr(module, attr, value)
-        try:
-            self.opt.step()
-        finally:
-            for module, attr, value in before:
-                setattr(module, attr, value)
-
-
-def _per_tensor(opt: torch.optim.Optimizer) -> _Switched:
-    """The foreach path with the per-tensor projection (its default on the CPU, not on GPUs)."""
-    from adamp import _projection
-
-    return _Switched(opt, [(_projection, "SEGMENTED", False)])
-
-
-def _inductor(opt: torch.optim.Optimizer, segmented: bool = False) -> _Switched:
-    """``fused=True`` compiled by inductor (``ADAMP_FUSED_BACKEND=inductor``), optionally compiling the batched
-    (segmented) projection instead of the per-tensor one."""
-    from adamp import _fused
-
-    return _Switched(opt, [(_fused, "BACKEND", "inductor")] + [(_fused, "SEGMENTED", True)] * segmented)
-
-
 #: optimizer settings of every timed entry (Adam-type, SGD-type); tiny learning rates keep the params stable
 ADAMP_KW = dict(lr=1e-6, weight_decay=1e-2)
 SGDP_KW = dict(lr=1e-6, momentum=0.9, weight_decay=1e-5, nesterov=True)
@@ -161,7 +123,7 @@ def entries(device: torch.device, with_reference: bool) -> list[Entry]:
         if gpu:
             out.append(Entry(f"{name} fused (ours)", name, lambda p, cls=cls, kw=kw: cls(p, **kw, fused=True)))
         out.append(Entry(f"{name} fused-inductor (ours)", name,
-                         lambda p, cls=cls, kw=kw: _inductor(cls(p, **kw, fused=True))))
+                         lambda p, cls=cls, kw=kw: inductor(cls(p, **kw, fused=True))))
     out += [
         Entry("torch adamw foreach", "adam", lambda p: torch.optim.AdamW(p, **adamp_kw, foreach=True)),
         Entry("torch adamw fused", "adam", lambda p: torch.optim.AdamW(p, **adamp_kw, fused=True)),
@@ -172,9 +134,9 @@ def entries(device: torch.device, with_reference: bool) -> list[Entry]:
     ]
     if gpu:  # GPU candidates: on the CPU torch's segmented kernels are single-threaded (4x-60x slower)
         out += [Entry(f"{name} foreach-per-tensor (ours)", name,
-                      lambda p, cls=cls, kw=kw: _per_tensor(cls(p, **kw, foreach=True))) for name, cls, kw in ours]
+                      lambda p, cls=cls, kw=kw: per_tensor(cls(p, **kw, foreach=True))) for name, cls, kw in ours]
         out += [Entry(f"{name} fused-inductor-segmented (ours)", name,
-                      lambda p, cls=cls, kw=kw: _inductor(cls(p, **kw, fused=True), segmented=True))
+                      lambda p, cls=cls, kw=kw: inductor(cls(p, **kw, fused=True), segmented=True))
                 for name, cls, kw in ours]
     try:
         from timm.optim import SGDP as TimmSGDP
@@ -193,12 +155,6 @@ def entries(device: torch.device, with_reference: bool) -> list[Entry]:
     return out
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-#: the official entry each family's speed-up is taken against (torch's Adam/SGD against their AdamP/SGDP peer)
 OFFICIAL = {"adamp": "official adamp 0.3.0", "adam": "official adamp 0.3.0",
             "sgdp": "official sgdp 0.3.0", "sgd": "official sgdp 0.3.0"}
 #: optimizer-state copies of the params per family (exp_avg + exp_avg_sq, or the momentum buffer)
@@ -339,7 +295,7 @@ def bench_model(model: str, device: torch.device, rounds: int, steps: int, warmu
     gen = torch.Generator(device=device).manual_seed(0)
     for p in params:
         p.grad = torch.randn(p.shape, generator=gen, device=device) * 1e-2
-    chosen = [e for e in entries(device, with_reference) if _matches(e.label, only, skip)]
+    chosen = [e for e in entries(device, with_reference) if matches(e.label, only, skip)]
     baselines = {*ratio_baselines(device), *OFFICIAL.values()}
     param_bytes = sum(p.numel() * p.element_size() for p in params)
     available = available_memory_bytes(device)  # after the shared params and grads exist
@@ -403,11 +359,11 @@ def _bench_batch(model: str, batch: list[Entry], params: list[torch.nn.Parameter
             o.grad = p.grad
         try:
             opt = e.make(own)
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             for _ in range(warmup):  # includes compilation for the fused paths
                 opt.step()
-            _sync(device)
+            sync(device)
             live.append((e, opt, time.perf_counter() - t0))
         except Exception as exc:  # an implementation missing on this device is reported, not fatal
             print(f"  [{model}] {e.label}: unavailable ({type(exc).__name__}: {str(exc)[:100]})", flush=True)
@@ -419,13 +375,13 @@ def _bench_batch(model: str, batch: list[Entry], params: list[torch.nn.Parameter
                 torch.cuda.reset_peak_memory_stats(device)
                 base = torch.cuda.memory_allocated(device)
             try:
-                _sync(device)
+                sync(device)
                 t0 = time.perf_counter()
                 for _ in range(steps):
                     opt.step()
-                _sync(device)
+                sync(device)
             except Exception as exc:  # noqa: BLE001 - a peer failing mid-run leaves the others running
-                print(f"  [{model}] {e.label}: failed in round {r} ({_error(exc)})", flush=True)
+                print(f"  [{model}] {e.label}: failed in round {r} ({error_text(exc)})", flush=True)
                 live.remove((e, opt, warm_s))
                 del times[e.label]
                 continue
@@ -439,184 +395,6 @@ def _bench_batch(model: str, batch: list[Entry], params: list[torch.nn.Parameter
     return [dict(optimizer=e.label, family=e.family, median_ms=statistics.median(times[e.label]),
                  min_ms=min(times[e.label]), max_ms=max(times[e.label]), rounds=rounds, steps_per_round=steps,
                  warmup_s=warm_s, step_peak_extra_mib=peaks.get(e.label, float("nan"))) for e, _, warm_s in live]
-
-
-#: the model, input size and steps per round of ``--mode iteration`` (tests shrink them)
-ITERATION_MODEL = "resnet50"
-ITERATION_IMAGE = 224
-ITERATION_STEPS = 5
-
-
-def _iteration_model(device: torch.device, memory_format: torch.memory_format) -> torch.nn.Module:
-    import torchvision
-
-    torch.manual_seed(0)
-    return getattr(torchvision.models, ITERATION_MODEL)(weights=None).to(device, memory_format=memory_format)
-
-
-def iteration_choices(device: torch.device) -> dict[str, tuple[Callable, torch.memory_format]]:
-    """The optimizers of ``--mode iteration``: how to build each and the memory format of its model. The
-    official package reshapes with ``.view`` and raises on channels_last weights, so it trains a contiguous
-    copy of the model (how its users run it), timed beside torch's AdamW on a contiguous copy too."""
-    cl, contiguous = torch.channels_last, torch.contiguous_format
-    fused = device.type == "cuda"
-    choices = {
-        "torch adamw fused": (lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.1, fused=fused), cl),
-        "adamp default (ours)": (lambda p: adamp.AdamP(p, lr=1e-3, weight_decay=1e-2), cl),
-        "adamp foreach (ours)": (lambda p: adamp.AdamP(p, lr=1e-3, weight_decay=1e-2, foreach=True), cl),
-        "adamp fused-inductor (ours)": (lambda p: _inductor(adamp.AdamP(p, lr=1e-3, weight_decay=1e-2,
-                                                                         fused=True)), cl),
-        "torch adamw fused [contiguous]": (lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.1, fused=fused),
-                                           contiguous),
-    }
-    try:
-        from benchmarks.reference import load_reference
-
-        RefAdamP, _ = load_reference()
-        choices["official adamp 0.3.0 [contiguous]"] = (lambda p: RefAdamP(p, lr=1e-3, weight_decay=1e-2),
-                                                        contiguous)
-    except Exception as exc:  # noqa: BLE001 - reported, the others still run
-        print(f"official adamp unavailable: {type(exc).__name__}: {exc}", flush=True)
-    return choices
-
-
-def _matches(label: str, only: str | None, skip: str | None) -> bool:
-    """``--only`` / ``--skip``: comma-separated texts, any of which selects (leaves out) a label."""
-    only_texts = [t for t in (only or "").split(",") if t]
-    skip_texts = [t for t in (skip or "").split(",") if t]
-    return (not only_texts or any(t in label for t in only_texts)) and not any(t in label for t in skip_texts)
-
-
-def _error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-
-
-def bench_iteration(device: torch.device, batch_sizes: list[int], rounds: int, only: str | None,
-                    skip: str | None = None) -> list[dict]:
-    """Forward + backward + step of ResNet-50 (bf16 autocast, batch ``bs``): the optimizer's share. Each
-    overhead is against torch's AdamW on a model of the same memory format. A candidate that raises (when
-    built, warmed up or timed) becomes a row with its error; the others go on."""
-    rows = []
-    choices = {k: v for k, v in iteration_choices(device).items() if _matches(k, only, skip)}
-    for bs in batch_sizes:
-        inputs = {fmt: torch.randn(bs, 3, ITERATION_IMAGE, ITERATION_IMAGE, device=device).to(memory_format=fmt)
-                  for fmt in {fmt for _, fmt in choices.values()}}
-        y = torch.randint(0, 1000, (bs,), device=device)
-        live, errors = {}, {}
-
-        def one(model, opt, x):
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16):
-                loss = torch.nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-
-        for label, (make, fmt) in choices.items():
-            try:
-                model = _iteration_model(device, fmt)
-                opt = make(model.parameters())
-                for _ in range(3):
-                    one(model, opt, inputs[fmt])
-                live[label] = (model, opt, fmt)
-            except Exception as exc:  # noqa: BLE001 - a failing peer is a row, not the end of the run
-                errors[label] = _error(exc)
-                print(f"  [iteration bs={bs}] {label}: {errors[label]}", flush=True)
-        ms: dict[str, list[float]] = {k: [] for k in live}
-        for _ in range(rounds):
-            for label, (model, opt, fmt) in list(live.items()):
-                try:
-                    _sync(device)
-                    t0 = time.perf_counter()
-                    for _ in range(ITERATION_STEPS):
-                        one(model, opt, inputs[fmt])
-                    _sync(device)
-                except Exception as exc:  # noqa: BLE001
-                    errors[label] = _error(exc)
-                    print(f"  [iteration bs={bs}] {label}: {errors[label]}", flush=True)
-                    del live[label], ms[label]
-                    continue
-                ms[label].append((time.perf_counter() - t0) / ITERATION_STEPS * 1e3)
-        base = {fmt: statistics.median(ms[label]) for label, (_, _, fmt) in live.items()
-                if label.startswith("torch adamw fused")}
-        for label, (make, fmt) in choices.items():
-            row = dict(model=f"{ITERATION_MODEL}_train_iter_bf16", batch_size=bs, optimizer=label,
-                       memory_format="channels_last" if fmt == torch.channels_last else "contiguous")
-            if label in errors:
-                rows.append(dict(row, median_ms=float("nan"), min_ms=float("nan"), max_ms=float("nan"),
-                                 rounds=0, overhead_vs_adamw_pct=float("nan"), error=errors[label]))
-                continue
-            values = ms[label]
-            med = statistics.median(values)
-            rows.append(dict(row, median_ms=med, min_ms=min(values), max_ms=max(values), rounds=len(values),
-                             overhead_vs_adamw_pct=(med / base[fmt] - 1) * 100 if fmt in base else float("nan"),
-                             error=""))
-        del live
-        gc.collect()
-    return rows
-
-
-def _git(*args: str) -> str | None:
-    try:
-        proc = subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent)
-    except OSError:
-        return None
-    return proc.stdout.strip() if proc.returncode == 0 else None
-
-
-def environment(device: torch.device) -> dict:
-    """Where and with what the figures were measured; ``dirty`` says the code had uncommitted changes."""
-    commit = _git("rev-parse", "HEAD") or None
-    status = _git("status", "--porcelain", "--untracked-files=no")
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    return dict(device=str(device), device_name=name, torch=torch.__version__, python=sys.version.split()[0],
-                threads=torch.get_num_threads(), cpu_count=os.cpu_count(), commit=commit,
-                dirty=None if status is None else bool(status), host=platform.node(),
-                time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-
-
-def print_table(rows: list[dict], keys: list[str]) -> None:
-    widths = {k: max(len(k), *(len(_fmt(r.get(k))) for r in rows)) for k in keys}
-    print("  ".join(k.ljust(widths[k]) for k in keys))
-    for r in rows:
-        print("  ".join(_fmt(r.get(k)).ljust(widths[k]) for k in keys))
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return "nan" if v != v else f"{v:.3g}" if abs(v) < 100 else f"{v:.1f}"
-    return str(v)
-
-
-def _previous_runs(path: Path, keep_unless: set[str]) -> tuple[list[dict], dict[str, dict]]:
-    """Rows (and each model's environment) of an earlier step.json, without the models about to be rerun."""
-    if not path.exists():
-        return [], {}
-    try:
-        old = json.loads(path.read_text())
-        rows = [r for r in old["rows"] if r["model"] not in keep_unless]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise SystemExit(f"--merge: cannot read {path}: {exc}; move it away or run without --merge") from None
-    environments = old.get("environments") or {r["model"]: old.get("environment") for r in rows}
-    return rows, {m: e for m, e in environments.items() if m not in keep_unless}
-
-
-def write_outputs(rows: list[dict], env: dict, out_dir: Path, stem: str,
-                  environments: dict[str, dict] | None = None) -> None:
-    """CSV + JSON of the rows; ``environments`` records which run (machine, commit, time) gave each model."""
-    import csv
-    import io
-
-    from benchmarks.atomic import write_text_atomic
-
-    table = io.StringIO(newline="")
-    writer = csv.DictWriter(table, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(out_dir / f"{stem}.csv", table.getvalue())
-    doc = {"environment": env, "rows": rows}
-    if environments:
-        doc["environments"] = environments
-    write_text_atomic(out_dir / f"{stem}.json", json.dumps(doc, indent=1))
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
@@ -686,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if any(r["median_ms"] == r["median_ms"] for r in rows) else 1
     names = MODELS if (args.models == "all" or (args.models is None and gpu)) else \
         (args.models or "resnet50").split(",")
-    rows, environments = _previous_runs(out / "step.json", keep_unless=set(names)) if args.merge else ([], {})
+    rows, environments = previous_runs(out / "step.json", keep_unless=set(names)) if args.merge else ([], {})
     for name in names:
         print(f"== {name}", flush=True)
         model_rows = bench_model(name, device, rounds, steps, args.warmup, not args.no_reference, args.only,

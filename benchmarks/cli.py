@@ -118,9 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bars (also: BENCHMARKS_NO_PROGRESS=1)")
     run.add_argument("--pdb", action="store_true",
                      help="with --executor debug: open the pdb post-mortem debugger at a failing run's exception")
-    from benchmarks.engine import slurm as slurm_module
+    from benchmarks.engine.slurm_settings import add_cli_arguments
 
-    slurm_module.add_cli_arguments(run)
+    add_cli_arguments(run)
     run.set_defaults(func=cmd_run)
 
     status = sub.add_parser("status", help="counts of done/running/failed runs in a results folder",
@@ -326,7 +326,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"latest launch: {m.get('sweep_id')} with executor {m.get('executor')}, {len(m.get('runs', []))} runs "
               f"launched, {len(m.get('skipped', []))} skipped ({m.get('status')})")
     if any(m.get("executor") == "slurm" for m in manifests):
-        from benchmarks.engine.slurm import slurm_status_report
+        from benchmarks.engine.slurm_status import slurm_status_report
 
         report = slurm_status_report(out, manifests)
         if report:

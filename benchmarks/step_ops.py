@@ -168,7 +168,8 @@ CSV_KEYS = ["model", "optimizer", "family", "tensors", "weight_tensors", "ops", 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.bench_step import MODELS, environment, print_table
+    from benchmarks.bench_output import environment, print_table
+    from benchmarks.bench_step import MODELS
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.step_ops", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -23,7 +23,7 @@ from benchmarks.config.loader import load_config  # noqa: E402
 from benchmarks.config.validate import resolve_config  # noqa: E402
 from benchmarks.tasks.base import RunContext  # noqa: E402
 from benchmarks.tasks.detection import Detection  # noqa: E402
-from benchmarks.training.loop import seed_everything  # noqa: E402
+from benchmarks.training.setup import seed_everything  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ writes into ``--out`` (default ``results/toy``):
   learning rate (when several were run), and the 3-D toy's radius and distance to the optimum beside the
   paper's approximate statements;
 * ``table.csv``: the 2-D comparison rows; ``toy3d.csv`` and ``lr_sweep.csv`` when there are such runs;
-* the figures of :func:`benchmarks.analysis.toy.toy_figures` (PNG, and a GIF of the 2-D paths).
+* the figures of :func:`benchmarks.analysis.toy_plots.toy_figures` (PNG, and a GIF of the 2-D paths).
 
 Typical use after ``python -m benchmarks run configs/toy/toy2d.yaml`` (and toy3d.yaml, toy2d_lr_sweep.yaml):
 
@@ -31,7 +31,7 @@ if str(REPO) not in sys.path:  # run as a plain script from a checkout
 import pandas as pd  # noqa: E402
 
 from benchmarks import store  # noqa: E402
-from benchmarks.analysis import paper, toy  # noqa: E402
+from benchmarks.analysis import paper, toy, toy_plots  # noqa: E402
 from benchmarks.atomic import write_text_atomic  # noqa: E402
 
 DEFAULT_INPUTS = ("runs/toy2d", "runs/toy3d", "runs/toy2d_lr_sweep")
@@ -138,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
 
     out_dir = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
-    figures = [] if args.no_figures else toy.toy_figures(results, history, out_dir,
-                                                        animation=not args.no_animation)
+    figures = [] if args.no_figures else toy_plots.toy_figures(results, history, out_dir,
+                                                              animation=not args.no_animation)
     written = [write_text_atomic(out_dir / "table.md", build_markdown(results, inputs, figures, out_dir))]
     written.append(write_text_atomic(out_dir / "table.csv", toy.norm_growth_table(results).to_csv(index=False)))
     table3 = toy.toy3d_table(results)

@@ -11,7 +11,7 @@ import torch
 
 import adamp
 import benchmarks.reference
-from benchmarks import bench_step
+from benchmarks import bench_common, bench_iteration, bench_step
 
 CPU = torch.device("cpu")
 MIB = 2**20
@@ -268,10 +268,10 @@ def test_gpu_entries_time_the_non_default_projections_beside_the_defaults():
 
 
 def test_only_and_skip_take_comma_separated_texts():
-    assert bench_step._matches("adamp default (ours)", "default,official", None)
-    assert bench_step._matches("official adamp 0.3.0", "default,official", None)
-    assert not bench_step._matches("torch adamw fused", "default,official", None)
-    assert not bench_step._matches("adamp fused-inductor (ours)", None, "segmented,inductor")
+    assert bench_common.matches("adamp default (ours)", "default,official", None)
+    assert bench_common.matches("official adamp 0.3.0", "default,official", None)
+    assert not bench_common.matches("torch adamw fused", "default,official", None)
+    assert not bench_common.matches("adamp fused-inductor (ours)", None, "segmented,inductor")
 
 
 # --- iteration mode ------------------------------------------------------------------------------------------
@@ -301,11 +301,11 @@ def test_iteration_mode_survives_a_failing_peer_and_times_the_official_on_a_cont
         "torch adamw fused [contiguous]": (lambda p: torch.optim.AdamW(p, lr=1e-3), contiguous),
         "official-like [contiguous]": (lambda p: ViewOnly(p, lr=1e-3), contiguous),
     }
-    monkeypatch.setattr(bench_step, "iteration_choices", lambda device: choices)
-    monkeypatch.setattr(bench_step, "ITERATION_MODEL", "resnet18")
-    monkeypatch.setattr(bench_step, "ITERATION_IMAGE", 32)
-    monkeypatch.setattr(bench_step, "ITERATION_STEPS", 1)
-    rows = bench_step.bench_iteration(CPU, [2], rounds=1, only=None)
+    monkeypatch.setattr(bench_iteration, "iteration_choices", lambda device: choices)
+    monkeypatch.setattr(bench_iteration, "ITERATION_MODEL", "resnet18")
+    monkeypatch.setattr(bench_iteration, "ITERATION_IMAGE", 32)
+    monkeypatch.setattr(bench_iteration, "ITERATION_STEPS", 1)
+    rows = bench_iteration.bench_iteration(CPU, [2], rounds=1, only=None)
     by = {r["optimizer"]: r for r in rows}
     assert list(by) == list(choices)
     assert by["raises when built"]["error"] == "RuntimeError: broken peer"
@@ -333,7 +333,7 @@ def test_switched_entry_sets_the_switch_only_while_stepping(monkeypatch):
     p.grad = torch.ones_like(p)
     opt = adamp.AdamP([p], foreach=True)
     monkeypatch.setattr(opt, "step", lambda: seen.append(_projection.SEGMENTED))
-    wrapped = bench_step._per_tensor(opt)
+    wrapped = bench_common.per_tensor(opt)
     wrapped.step()
     assert seen == [False] and _projection.SEGMENTED is None
     assert wrapped.state is opt.state

@@ -21,17 +21,11 @@ import torch
 from submitit.slurm.slurm import _make_sbatch_string
 
 from benchmarks.config.errors import ConfigError
-from benchmarks.engine import slurm
-from benchmarks.engine.slurm import (
-    SlurmExecutor,
-    SlurmRun,
-    add_cli_arguments,
-    merge_settings,
-    settings_from_args,
-    slurm_status,
-    slurm_status_report,
-    snapshot_code,
-)
+from benchmarks.engine import slurm, slurm_status as slurm_status_module
+from benchmarks.engine.slurm import SlurmExecutor, snapshot_code
+from benchmarks.engine.slurm_job import SlurmRun
+from benchmarks.engine.slurm_settings import add_cli_arguments, merge_settings, settings_from_args
+from benchmarks.engine.slurm_status import slurm_status, slurm_status_report
 from benchmarks.engine.spec import RunSpec, compute_run_id
 
 from .runs import assert_same_state
@@ -215,7 +209,7 @@ def test_status_per_run_and_polling_cache(tmp_path: Path, monkeypatch: pytest.Mo
         "12_6|FAILED|1:0|vm",
     ]) + "\n"
     fake = _FakeScheduler(sacct)
-    monkeypatch.setattr(slurm.subprocess, "run", fake)
+    monkeypatch.setattr(slurm_status_module.subprocess, "run", fake)
     states = slurm_status(entries, tmp_path)
     got = {r: v["state"] for r, v in states.items()}
     assert got == {"r0": "done", "r1": "running", "r2": "requeued", "r3": "pending", "r4": "pending",
@@ -238,7 +232,7 @@ def test_status_without_accounting_uses_squeue(tmp_path: Path, monkeypatch: pyte
     _write_record(tmp_path, "r0", "done")
     _write_record(tmp_path, "r2", "running")  # its job is gone from the queue: it died
     fake = _FakeScheduler("", squeue="7_1|PENDING|Priority\n", sacct_rc=1)
-    monkeypatch.setattr(slurm.subprocess, "run", fake)
+    monkeypatch.setattr(slurm_status_module.subprocess, "run", fake)
     got = {r: v["state"] for r, v in slurm_status(entries, tmp_path, max_age_s=0).items()}
     assert got == {"r0": "done", "r1": "pending", "r2": "failed"}
     assert fake.calls == ["sacct", "squeue"]
@@ -256,7 +250,7 @@ def test_runs_still_queued_are_not_submitted_twice(tmp_path: Path, monkeypatch: 
     script = logs / ".submission_file_1.sh"
     fake = _FakeScheduler("", squeue=f"9_0|RUNNING|None|{script}\n9_1|PENDING|Priority|{script}\n"
                                      f"9_2|PENDING|Priority|/elsewhere/slurm/.submission_file_2.sh\n")
-    monkeypatch.setattr(slurm.subprocess, "run", fake)
+    monkeypatch.setattr(slurm_status_module.subprocess, "run", fake)
     # 9_2 was reused by somebody else's job after the cluster was reinstalled: not ours
     assert sorted(slurm._active_jobs(specs)) == sorted([specs[0].run_id, specs[1].run_id])
 

@@ -241,7 +241,7 @@ def _load_report_script():
 
 def test_toy_report_on_a_small_results_folder(tmp_path: Path) -> None:
     from benchmarks import store
-    from benchmarks.analysis import toy
+    from benchmarks.analysis import toy, toy_plots
 
     out = tmp_path / "out"
     for opt in ({"name": "sgd", "lr": 0.04, "momentum": 0.0}, {"name": "sgd", "lr": 0.04, "momentum": 0.9},
@@ -270,7 +270,7 @@ def test_toy_report_on_a_small_results_folder(tmp_path: Path) -> None:
     assert set(three["method"]) == {"momentum GD", "momentum GD + WD", "momentum GD + projection"}
     assert three["paper"].str.contains("3.2").any()
 
-    gif = toy.animate_toy2d(traj, 0.04, tmp_path / "anim" / "toy.gif", max_frames=3)
+    gif = toy_plots.animate_toy2d(traj, 0.04, tmp_path / "anim" / "toy.gif", max_frames=3)
     assert gif.stat().st_size > 0 and gif.read_bytes()[:3] == b"GIF"
 
     report = _load_report_script()

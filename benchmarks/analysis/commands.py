@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from . import compare, plots, render, report, tables
+from . import compare, figures, render, report, tables
 
 _EPILOG_WHERE = (
     "--where KEY=VALUE keeps the runs whose flattened column KEY equals VALUE (repeatable),\n"
@@ -158,7 +158,7 @@ def register(subparsers: Any) -> None:
             "Draw, per task group, the training loss and validation metrics (mean and ± std band over "
             "seeds, per optimizer) and, where runs logged diagnostics (train.diagnostics: epoch|step), the norm of "
             "scale-invariant weights, the effective step size and the fraction of projected tensors; toy problems via "
-            "benchmarks.analysis.toy. Writes DIR/figures/*.png and *.pdf."
+            "benchmarks.analysis.toy_plots. Writes DIR/figures/*.png and *.pdf."
         ),
         epilog="example: python -m benchmarks plots out/digits\n" + _EPILOG_WHERE,
         formatter_class=fmt,
@@ -301,7 +301,7 @@ def cmd_plots(args: argparse.Namespace) -> int:
         return loaded
     results, history = loaded
     out = args.out or Path(args.dir) / "figures"
-    paths, messages = plots.make_figures(results, history, out, _formats(args), args.animation)
+    paths, messages = figures.make_figures(results, history, out, _formats(args), args.animation)
     for m in messages:
         print(f"note: {m}", file=sys.stderr)
     print(f"wrote {len(paths)} files to {out}")

@@ -23,8 +23,6 @@ the known ones (:data:`DIAGNOSTIC_METRICS`) come first with readable labels, any
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import os
 import tempfile
 import zlib
@@ -461,53 +459,6 @@ def save(
     return paths
 
 
-def toy_figures(
-    results: pd.DataFrame,
-    history: pd.DataFrame,
-    out_dir: Path,
-    formats: Sequence[str] = ("png", "pdf"),
-    animation: bool = False,
-) -> tuple[list[Path], str | None]:
-    """Figures of the toy problems from ``benchmarks.analysis.toy.toy_figures`` (the toy problems' own module),
-    if toy runs are present. ``animation``: also the animated GIF of the 2-D paths (slow: about a minute).
-    Returns (paths, message); the message says why nothing was drawn, if so."""
-    if "task" not in results.columns or not results["task"].astype(str).str.startswith("toy").any():
-        return [], None
-    try:
-        toy = importlib.import_module("benchmarks.analysis.toy")
-    except ImportError as exc:
-        return [], f"toy runs present but benchmarks.analysis.toy is not importable ({exc})"
-    fn = getattr(toy, "toy_figures", None)
-    if fn is None:
-        return [], "benchmarks.analysis.toy has no toy_figures(results, history, out_dir, formats) -> list[Path]"
-    kwargs: dict[str, Any] = {"formats": tuple(formats)}
-    if "animation" in inspect.signature(fn).parameters:
-        kwargs["animation"] = animation
-    try:
-        return [Path(p) for p in fn(results, history, Path(out_dir), **kwargs)], None
-    except Exception as exc:  # noqa: BLE001 - a bug in the toy module must not take the other figures down
-        return [], f"benchmarks.analysis.toy.toy_figures failed ({type(exc).__name__}: {exc})"
-
-
-def make_figures(
-    results: pd.DataFrame,
-    history: pd.DataFrame,
-    out_dir: Path,
-    formats: Sequence[str] = ("png", "pdf"),
-    animation: bool = False,
-) -> tuple[list[Path], list[str]]:
-    """Draw every standard figure of a results folder into ``out_dir``; returns (paths, messages)."""
-    paths: list[Path] = []
-    messages: list[str] = []
-    for spec in training_curves(results, history) + diagnostic_curves(results, history):
-        paths += save(spec, out_dir, formats=formats)
-    toy_paths, msg = toy_figures(results, history, out_dir, formats, animation)
-    paths += toy_paths
-    if msg:
-        messages.append(msg)
-    return paths, messages
-
-
 __all__ = [
     "DIAGNOSTIC_METRICS",
     "FigureSpec",
@@ -519,10 +470,8 @@ __all__ = [
     "diagnostic_curves",
     "difference_figure",
     "draw",
-    "make_figures",
     "optimizer_color",
     "profile_figure",
     "save",
-    "toy_figures",
     "training_curves",
 ]

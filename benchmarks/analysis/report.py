@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from . import compare, plots, tables
+from . import compare, figures, plots, tables
 from .paper import PAPER_LABEL, paper_tables
 from .render import _fmt, atomic_write_text, markdown_grid, to_markdown, write_tables
 
@@ -287,7 +287,7 @@ def build_report(
     except (KeyError, ValueError) as exc:
         lines += [f"_No comparison with `{settings.baseline}`: {exc}_", ""]
 
-    fig_paths, messages = plots.make_figures(results, history, results_dir / "figures", formats, animation)
+    fig_paths, messages = figures.make_figures(results, history, results_dir / "figures", formats, animation)
     lines += ["## Figures", ""]
     if not fig_paths:
         lines.append("_No history to plot._")

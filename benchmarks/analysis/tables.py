@@ -31,14 +31,13 @@ metric),
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from . import compare
+from . import compare, toy
 from .fields import _get, _missing, norm, reduced_reason, run_dataset, run_field, table_tags
 from .paper import PAPER_LABEL, load_paper_table
 from .render import Table, _fmt, _mean_std
@@ -496,8 +495,8 @@ def toy_tables(results: pd.DataFrame, paper_dir: Path | None = None) -> list[Tab
 
     A generic table of every final metric per task and optimizer setting, plus the toy problems' own
     comparisons with the paper's statements from ``benchmarks.analysis.toy`` (2-D norm growth vs momentum
-    SGD's stated 1 -> 2.93 / 27.87; 3-D radius vs the values read off the paper's plots) when that module is
-    importable. The toy figures come from ``benchmarks.analysis.toy.toy_figures``.
+    SGD's stated 1 -> 2.93 / 27.87; 3-D radius vs the values read off the paper's plots). The toy figures
+    come from ``benchmarks.analysis.toy_plots.toy_figures``.
     """
     if "task" not in results.columns:
         return []
@@ -508,18 +507,13 @@ def toy_tables(results: pd.DataFrame, paper_dir: Path | None = None) -> list[Tab
     generic.caption += " Paper statements about the toy problems: results/paper/t00_toy_and_analysis_figures.csv."
     out = [generic]
     try:
-        toy = importlib.import_module("benchmarks.analysis.toy")
-    except ImportError as exc:
-        generic.notes.append(f"benchmarks.analysis.toy not importable ({exc}): no comparison with the paper")
-        return out
-    try:
-        out += _toy_paper_tables(toy, results, paper_dir)
+        out += _toy_paper_tables(results, paper_dir)
     except Exception as exc:  # noqa: BLE001 - a bug in the toy module must not take the other tables down
         generic.notes.append(f"benchmarks.analysis.toy failed on these runs ({type(exc).__name__}: {exc})")
     return out
 
 
-def _toy_paper_tables(toy: Any, results: pd.DataFrame, paper_dir: Path | None) -> list[Table]:
+def _toy_paper_tables(results: pd.DataFrame, paper_dir: Path | None) -> list[Table]:
     out = []
     stated = "stated by the paper (project page text) for momentum SGD only; no lr or step count is given"
     growth = toy.norm_growth_table(results, paper_dir)

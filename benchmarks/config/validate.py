@@ -71,7 +71,7 @@ def _task_class(name: str):
             f"unknown task `{name}` at `task`{did_you_mean(name, tasks.TASKS)} Registered tasks: "
             f"{', '.join(sorted(tasks.TASKS))}."
         )
-    from benchmarks.training.loop import resolve_task_class
+    from benchmarks.training.setup import resolve_task_class
 
     try:
         cls = resolve_task_class(name)
@@ -119,7 +119,7 @@ def resolve_section(values: Any, defaults: Mapping[str, Any], path: str, where: 
 
 
 def _check_train(train: dict[str, Any]) -> None:
-    from benchmarks.training.loop import LOOP_CHOICES, LOOP_MINIMUM
+    from benchmarks.training.keys import LOOP_CHOICES, LOOP_MINIMUM
 
     for key, choices in LOOP_CHOICES.items():
         value = train.get(key)
@@ -144,7 +144,7 @@ def _check_train(train: dict[str, Any]) -> None:
 
 def resolve_schedule(value: Any) -> dict[str, Any]:
     """Resolve ``train.schedule`` (a mapping, or just the schedule's name) with that schedule's defaults."""
-    from benchmarks.training.loop import SCHEDULE_COMMON, SCHEDULES
+    from benchmarks.training.keys import SCHEDULE_COMMON, SCHEDULES
 
     if isinstance(value, str):
         value = {"name": value}
@@ -244,7 +244,7 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
     cls = task_class(name)
     task_defaults = getattr(cls, "defaults", {}) or {}
     where = f"(task `{name}`)"
-    from benchmarks.training.loop import LOOP_DEFAULTS, LOOP_TYPES
+    from benchmarks.training.keys import LOOP_DEFAULTS, LOOP_TYPES
 
     resolved: dict[str, Any] = {"task": name}
     resolved["data"] = resolve_section(config.get("data"), task_defaults.get("data", {}), "data", where)
@@ -260,7 +260,7 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
                             "train", where, types=LOOP_TYPES)
     train["schedule"] = resolve_schedule(schedule)
     _check_train(train)
-    from benchmarks.training.loop import check_selection
+    from benchmarks.training.selection import check_selection
 
     check_selection(cls, train["select"])
     resolved["train"] = train
@@ -369,7 +369,7 @@ def hashed_view(resolved: Mapping[str, Any]) -> dict[str, Any]:
     ``train.select: last`` is hashed as absent: every run reported its last evaluation before train.select
     existed, so "last" keeps those ids while "best" (other reported metrics) gets ids of its own.
     """
-    from benchmarks.training.loop import NOT_HASHED_TRAIN_KEYS
+    from benchmarks.training.keys import NOT_HASHED_TRAIN_KEYS
 
     view = {k: v for k, v in resolved.items() if k not in NOT_HASHED_KEYS}
     data = view.get("data")

@@ -464,7 +464,7 @@ class _LiveLines:
 
 
 def last_progress_line(log_path: str | os.PathLike, tail_bytes: int = 8192) -> str | None:
-    """The last ``[HH:MM:SS] step ...`` line a run wrote to its log file (see ``loop.progress_line``)."""
+    """The last ``[HH:MM:SS] step ...`` line a run wrote to its log file (see ``training.history.progress_line``)."""
     try:
         with open(log_path, "rb") as fh:
             fh.seek(0, os.SEEK_END)

@@ -84,10 +84,11 @@ def execute_run(spec: RunSpec, ctx_extra: Mapping[str, Any] | None = None, *, po
     ``post_mortem`` opens pdb at a failing run's exception (the debug executor's ``--pdb``).
     """
     from benchmarks.training import loop
+    from benchmarks.training.setup import current_rank
 
     run_dir = spec.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    rank = loop.current_rank()
+    rank = current_rank()
     lock = store.RunLock(run_dir)
     if rank == 0 and not lock.acquire():
         return "running"

@@ -109,7 +109,7 @@ def _data_key(resolved: Mapping[str, Any]) -> str:
 def _validate_slurm(resolved: Mapping[str, Any]) -> None:
     section = resolved.get("slurm")
     if section:
-        from .slurm import validate_settings
+        from .slurm_settings import validate_settings
 
         validate_settings(section, "slurm")
 

@@ -11,7 +11,7 @@ import torch
 from benchmarks import store
 from benchmarks.config.validate import resolve_config
 from benchmarks.engine.spec import RunSpec, compute_run_id, execute_run
-from benchmarks.training import loop
+from benchmarks.training import keys, loop
 
 TINY = "tests.engine.tiny_task:TinyTask"
 
@@ -129,10 +129,10 @@ def test_schedule_is_stepped_per_step(tmp_path):
     ("multistep", 2.99, 1.0), ("multistep", 3.0, 0.1), ("multistep", 6.0, 0.01),
 ])
 def test_lr_factor(name, epoch, factor):
-    schedule = {**loop.SCHEDULE_COMMON, **loop.SCHEDULES[name], "name": name}
+    schedule = {**keys.SCHEDULE_COMMON, **keys.SCHEDULES[name], "name": name}
     if name == "multistep":
         schedule["milestones"] = [3.0, 6.0]
-    assert loop.lr_factor(schedule, epoch, 10.0, 0, 1) == pytest.approx(factor)
+    assert keys.lr_factor(schedule, epoch, 10.0, 0, 1) == pytest.approx(factor)
 
 
 def test_precision_grad_clip_and_diagnostics(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ from benchmarks.cli import main
 from benchmarks.config.validate import resolve_config
 from benchmarks.engine import executors
 from benchmarks.engine.spec import RunSpec, compute_run_id, execute_run
-from benchmarks.training import loop
+from benchmarks.training import keys
 
 from tests.engine.tiny_task import TinyTask
 
@@ -100,8 +100,8 @@ def test_worker_crash_does_not_overwrite_a_run_another_process_took_over(tmp_pat
 
 def test_fractional_warmup_never_exceeds_the_base_lr(tmp_path):
     # warmup_epochs=0.625 at 4 steps per epoch is 2.5 warmup steps: the factors are 0.4, 0.8, then 1 (not 1.2)
-    schedule = {**loop.SCHEDULE_COMMON, "warmup_epochs": 0.625}
-    assert [loop.lr_factor(schedule, s / 4, 2.0, 2.5, s) for s in range(4)] == pytest.approx([0.4, 0.8, 1.0, 1.0])
+    schedule = {**keys.SCHEDULE_COMMON, "warmup_epochs": 0.625}
+    assert [keys.lr_factor(schedule, s / 4, 2.0, 2.5, s) for s in range(4)] == pytest.approx([0.4, 0.8, 1.0, 1.0])
     spec = make_spec(tmp_path, train={"log_every": 1, "schedule": schedule})
     assert execute_run(spec) == "done"
     lrs = [line["lr"] for line in store.read_history(spec.run_dir) if line["split"] == "train"]

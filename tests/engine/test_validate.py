@@ -9,7 +9,7 @@ from benchmarks.config.validate import apply_smoke, recipe_warnings, resolve_con
 from benchmarks.engine.sweep import plan_sweep
 from benchmarks.registry import _torch_optimizers
 from benchmarks.tasks import TASKS
-from benchmarks.training.loop import LOOP_DEFAULTS
+from benchmarks.training.keys import LOOP_DEFAULTS
 
 #: what the messages list (computed, so that a newly registered task or torch class does not break them)
 REGISTERED_TASKS = ", ".join(sorted({*TASKS, "tiny"}))

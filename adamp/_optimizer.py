@@ -1,4 +1,6 @@
-"""What AdamP and SGDP share: argument validation, implementation choice, state precision, parameter checks."""
+"""The base class of AdamP and SGDP: a ``torch.optim.Optimizer`` that collects the params with grads, asks
+:mod:`adamp._dispatch` which implementation runs each group, and steps it (or runs the Triton plan of
+:mod:`adamp._plan` for the whole optimizer). The classes in ``adamp.py`` and ``sgdp.py`` derive from it."""
 
 from __future__ import annotations
 
@@ -10,56 +12,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-LOW_PRECISION = (torch.float16, torch.bfloat16)
-
-
-def check_number(name: str, value: Any, *, low: float = 0.0, high: float | None = None,
-                 high_inclusive: bool = False) -> None:
-    """Raise ``ValueError`` naming the argument unless ``low <= value`` (and ``value <(=) high``)."""
-    if isinstance(value, Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"Invalid {name}: a tensor {name} must have exactly one element")
-        if value.device.type != "cpu":
-            # every step computes Python numbers from it: reading a device value would synchronise each time
-            raise ValueError(f"Invalid {name}: a tensor {name} must be on the CPU (it is on {value.device}); "
-                             f"pass a float")
-        value = float(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"Invalid {name}: {value!r}; expected a number")
-    if high is None:
-        if not value >= low:
-            raise ValueError(f"Invalid {name}: {value}; expected a number >= {low}")
-        return
-    ok = low <= value <= high if high_inclusive else low <= value < high
-    if not ok:
-        bracket = "]" if high_inclusive else ")"
-        raise ValueError(f"Invalid {name}: {value}; expected a number in [{low}, {high}{bracket}")
-
-
-def projectable(p: Tensor) -> bool:
-    """Whether the scale-invariance test and projection apply to ``p``: at least 2 dims (the official rule)
-    and at least one element (an empty tensor has no rows to test)."""
-    return p.ndim >= 2 and p.numel() > 0
-
-
-def state_dtype(p: Tensor) -> torch.dtype:
-    """Optimizer state is kept in float32 for half-precision params (an eps of 1e-8 is 0 in fp16)."""
-    return torch.float32 if p.dtype in LOW_PRECISION else p.dtype
-
-
-def functional_impl(foreach: bool | None, fused: bool | None) -> str:
-    """The implementation a functional call asks for: single-tensor unless ``foreach`` or ``fused``."""
-    if fused and foreach:
-        raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
-    return "fused" if fused else "foreach" if foreach else "single"
-
-
-def default_to_foreach(params: list[Tensor]) -> bool:
-    """Same rule as torch.optim (multi-tensor by default on CUDA and other native devices, not on the CPU)."""
-    from torch.optim.optimizer import _default_to_fused_or_foreach
-
-    _, foreach = _default_to_fused_or_foreach(params, differentiable=False, use_fused=False)
-    return bool(foreach)
+from . import _dispatch
+from ._rules import LOW_PRECISION, state_dtype
 
 
 class ProjectedOptimizer(Optimizer):
@@ -143,13 +97,8 @@ class ProjectedOptimizer(Optimizer):
         return loss
 
     def _choice(self, group: dict[str, Any], params: list[Tensor]):
-        """Which implementation runs this group (adamp._dispatch.choose), said once per optimizer."""
-        from . import _dispatch, _fused, _triton
-
-        device = params[0].device
-        choice = _dispatch.choose(
-            device.type, _triton.available(device), group.get("foreach"), group.get("fused"), _triton.plain(params),
-            _fused.backend(), torch_foreach_default=device.type in ("cpu", "cuda") or default_to_foreach(params))
+        """Which implementation runs this group (adamp._dispatch.choose_for), said once per optimizer."""
+        choice = _dispatch.choose_for(params, group.get("foreach"), group.get("fused"))
         self._report(choice.label, choice.reason, choice.fallback)
         return choice
 
