@@ -15,7 +15,10 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from . import compare, plots, render, report, tables
+from . import plots, render, report, stats, tables
+from .costs import estimate_cost
+from .labels import filter_where
+from .paired import CompareSettings
 
 _EPILOG_WHERE = (
     "--where KEY=VALUE keeps the runs whose flattened column KEY equals VALUE (repeatable),\n"
@@ -101,7 +104,7 @@ def _compare_options(p: argparse.ArgumentParser, default_baseline: str = "adamp"
         "their cells; default: every optimizer in the results)",
     )
     p.add_argument(
-        "--min-seeds", type=int, default=compare.stats.MIN_PAIRS,
+        "--min-seeds", type=int, default=stats.MIN_PAIRS,
         help="fewest matched seeds for a verdict (default: %(default)s)",
     )
 
@@ -220,14 +223,14 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_report)
 
 
-def _settings(args: argparse.Namespace) -> compare.CompareSettings:
+def _settings(args: argparse.Namespace) -> CompareSettings:
     confidence = float(getattr(args, "confidence", 0.95))
     if not 0.5 <= confidence < 1.0:
         raise ValueError(f"--confidence must be in [0.5, 1), got {confidence}")
-    min_seeds = int(getattr(args, "min_seeds", compare.stats.MIN_PAIRS))
+    min_seeds = int(getattr(args, "min_seeds", stats.MIN_PAIRS))
     if min_seeds < 2:
         raise ValueError(f"--min-seeds must be >= 2 (a t interval needs two differences), got {min_seeds}")
-    return compare.CompareSettings(
+    return CompareSettings(
         baseline=getattr(args, "baseline", "adamp"),
         metric=getattr(args, "metric", None),
         mode=getattr(args, "mode", None),
@@ -247,7 +250,7 @@ def _load(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame] | int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        results = compare.filter_where(results, args.where)
+        results = filter_where(results, args.where)
     except (KeyError, ValueError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
@@ -321,7 +324,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             print(f"error: --plan {args.plan} is not a file", file=sys.stderr)
             return 2
         plan = pd.read_csv(args.plan)
-        est = compare.estimate_cost(plan, results)
+        est = estimate_cost(plan, results)
         print(render.markdown_grid(est.fillna("n/a").astype(str)))
         print(
             f"\nestimated total: {est['est_hours'].sum(min_count=1):.3f} device-hours "

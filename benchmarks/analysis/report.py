@@ -13,7 +13,12 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from . import compare, plots, tables
+from . import plots, tables
+from .costs import cost_summary, run_costs
+from .labels import canonical_optimizer, filter_where
+from .metric_choice import FAILED_STATUSES
+from .paired import CompareSettings, paired_comparison, win_tie_loss
+from .profiles import performance_profile, performance_ratios, score_matrix
 from .paper import PAPER_LABEL, paper_tables
 from .render import _fmt, atomic_write_text, markdown_grid, to_markdown, write_tables
 
@@ -49,7 +54,7 @@ def load(results_dir: Path | Sequence[Path]) -> tuple[pd.DataFrame, pd.DataFrame
 class ComparisonOutput:
     """Frames and files of one comparison against a baseline."""
 
-    settings: compare.CompareSettings
+    settings: CompareSettings
     comparison: pd.DataFrame
     wins: pd.DataFrame
     ratios: pd.DataFrame
@@ -140,26 +145,26 @@ def comparison_markdown(out: ComparisonOutput, figure_prefix: str = "") -> str:
 def write_comparison(
     results: pd.DataFrame,
     out_dir: Path,
-    settings: compare.CompareSettings | None = None,
+    settings: CompareSettings | None = None,
     formats: Sequence[str] = ("png", "pdf"),
 ) -> ComparisonOutput:
     """Compute and write a comparison: ``comparison.csv``, ``wins.csv``, ``costs.csv``,
     ``performance_ratios.csv``, ``comparison.md``, and the profile and difference figures (PNG + PDF).
     Raises ``KeyError`` when the baseline has no runs (the message lists the optimizers)."""
     out_dir = Path(out_dir)
-    settings = settings or compare.CompareSettings()
-    comparison = compare.paired_comparison(results, settings)
-    wins = compare.win_tie_loss(comparison)
-    scores, modes = compare.score_matrix(results, settings)
-    ratios = compare.performance_ratios(scores, modes) if not scores.empty else pd.DataFrame()
-    profile = compare.performance_profile(ratios) if not ratios.empty else pd.DataFrame()
-    costs = compare.cost_summary(results)
+    settings = settings or CompareSettings()
+    comparison = paired_comparison(results, settings)
+    wins = win_tie_loss(comparison)
+    scores, modes = score_matrix(results, settings)
+    ratios = performance_ratios(scores, modes) if not scores.empty else pd.DataFrame()
+    profile = performance_profile(ratios) if not ratios.empty else pd.DataFrame()
+    costs = cost_summary(results)
     out = ComparisonOutput(settings, comparison, wins, ratios, profile, costs, out_dir)
     files = [
         atomic_write_text(out_dir / "comparison.csv", comparison.to_csv(index=False)),
         atomic_write_text(out_dir / "wins.csv", wins.to_csv(index=False)),
         atomic_write_text(out_dir / "costs.csv", costs.to_csv(index=False)),
-        atomic_write_text(out_dir / "run_costs.csv", compare.run_costs(results).to_csv(index=False)),
+        atomic_write_text(out_dir / "run_costs.csv", run_costs(results).to_csv(index=False)),
     ]
     if not ratios.empty:
         files.append(atomic_write_text(out_dir / "performance_ratios.csv", ratios.to_csv()))
@@ -176,7 +181,7 @@ def write_comparison(
 
 def baseline_dir_name(baseline: str) -> str:
     """Folder name for a comparison against ``baseline`` (import paths made file-name safe)."""
-    return "vs-" + plots.safe_name(compare.canonical_optimizer(baseline))
+    return "vs-" + plots.safe_name(canonical_optimizer(baseline))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -201,7 +206,7 @@ def _overview(results: pd.DataFrame, results_dir: Path) -> list[str]:
                     f"- {what}: {', '.join(f'`{v}`' for v in values[:12])}{' ...' if len(values) > 12 else ''}"
                 )
     if "timing.wall_s" in results.columns:
-        costs = compare.run_costs(results)
+        costs = run_costs(results)
         lines.append(
             f"- total wall time {_f(costs['wall_s'].sum() / 3600.0, 3)} h, "
             f"GPU-hours {_f(costs['gpu_hours'].sum(), 3)}"
@@ -212,7 +217,7 @@ def _overview(results: pd.DataFrame, results_dir: Path) -> list[str]:
 def _failures(results: pd.DataFrame) -> list[str]:
     if "status" not in results.columns:
         return []
-    bad = results[results["status"].isin(compare.FAILED_STATUSES)]
+    bad = results[results["status"].isin(FAILED_STATUSES)]
     if bad.empty:
         return []
     view = pd.DataFrame(
@@ -237,7 +242,7 @@ def _failures(results: pd.DataFrame) -> list[str]:
 
 def build_report(
     results_dir: Path,
-    settings: compare.CompareSettings | None = None,
+    settings: CompareSettings | None = None,
     where: Sequence[str] = (),
     results: pd.DataFrame | None = None,
     history: pd.DataFrame | None = None,
@@ -250,12 +255,12 @@ def build_report(
     store. The comparison is made against ``settings.baseline`` (AdamP by default) when it has runs.
     """
     results_dir = Path(results_dir)
-    settings = settings or compare.CompareSettings()
+    settings = settings or CompareSettings()
     if results is None or history is None:
         loaded_results, loaded_history = load(results_dir)
         results = loaded_results if results is None else results
         history = loaded_history if history is None else history
-    results = compare.filter_where(results, where)
+    results = filter_where(results, where)
     history = history[history["run_id"].isin(set(results["run_id"]))] if len(history) else history
 
     lines = _overview(results, results_dir)
