@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .labels import canonical_optimizer, group_labels, hashable, method_labels
-from .metric_choice import done_runs
+from .metric_choice import done_runs, number, numbers
 
 
 _GPU_PATTERN = re.compile(r"cuda|gpu|nvidia|tesla|\b[ahlv]\d{2,3}\b|rtx|rocm|mps", re.I)
@@ -28,10 +28,40 @@ def _is_gpu(device: Any) -> bool:
 def _gpu_count(row: pd.Series) -> int:
     for key in ("env.num_gpus", "env.world_size", "env.gpus", "train.world_size"):
         if key in row.index:
-            value = pd.to_numeric(pd.Series([row[key]]), errors="coerce").iloc[0]
-            if np.isfinite(value) and value >= 1:
+            value = number(row[key])
+            if value is not None and np.isfinite(value) and value >= 1:
                 return int(value)
     return 1
+
+
+def _num(value: Any) -> float:
+    """A timing as a float; NaN when it is missing or not a number (never parsed from text)."""
+    value = number(value)
+    return float("nan") if value is None else value
+
+
+def cost_left_out(results: pd.DataFrame) -> list[tuple[str, str]]:
+    """``(run id, reason)`` of every finished run whose wall time is left out of the cost totals: missing,
+    not a number (text is never parsed), or not finite."""
+    out = []
+    if results.empty:
+        return out
+    for _, row in results.iterrows():
+        value = row.get("timing.wall_s")
+        missing = value is None or (isinstance(value, float) and math.isnan(value))
+        if missing and row.get("status") not in ("done", "diverged", "failed"):
+            continue  # still running or queued: no wall time yet
+        if missing:
+            reason = "no wall time (timing.wall_s)"
+        elif number(value) is None:
+            text = repr(value)
+            reason = f"wall time is not a number ({text if len(text) <= 40 else text[:30] + '...'})"
+        elif not np.isfinite(number(value)):
+            reason = f"wall time is not finite ({number(value)})"
+        else:
+            continue
+        out.append((str(row.get("run_id")), reason))
+    return out
 
 
 def run_costs(results: pd.DataFrame) -> pd.DataFrame:
@@ -40,7 +70,7 @@ def run_costs(results: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, row in results.iterrows():
         device = row.get("env.device")
-        wall = pd.to_numeric(pd.Series([row.get("timing.wall_s")]), errors="coerce").iloc[0]
+        wall = _num(row.get("timing.wall_s"))
         gpus = _gpu_count(row) if _is_gpu(device) else 0
         hours = wall / 3600.0 if np.isfinite(wall) else float("nan")
         rows.append(
@@ -50,10 +80,8 @@ def run_costs(results: pd.DataFrame) -> pd.DataFrame:
                 "device": device,
                 "gpus": gpus,
                 "wall_s": float(wall) if np.isfinite(wall) else float("nan"),
-                "step_time_s": float(
-                    pd.to_numeric(pd.Series([row.get("timing.step_time_s")]), errors="coerce").iloc[0]
-                ),
-                "steps": pd.to_numeric(pd.Series([row.get("timing.steps")]), errors="coerce").iloc[0],
+                "step_time_s": _num(row.get("timing.step_time_s")),
+                "steps": _num(row.get("timing.steps")),
                 "device_hours": hours * max(gpus, 1),
                 "gpu_hours": hours * gpus,
             }
@@ -114,7 +142,10 @@ def estimate_cost(
     if missing:
         raise KeyError(f"the plan lacks the column(s) {missing}; it needs {keys} and steps or train.epochs")
     done = done_runs(measured)
-    done = done[pd.to_numeric(done.get("timing.step_time_s"), errors="coerce").notna()] if len(done) else done
+    if len(done) and "timing.step_time_s" in done.columns:
+        done = done[numbers(done["timing.step_time_s"]).notna().to_numpy()]
+    elif len(done):
+        done = done.iloc[0:0]
     out_rows = []
     for _, row in plan.iterrows():
         step_time, source = float("nan"), "none"
@@ -127,7 +158,7 @@ def estimate_cost(
                 mask &= done[k].map(lambda v, want=row[k]: _same(v, want)).to_numpy()
             hit = done[mask]
             if len(hit):
-                step_time = float(pd.to_numeric(hit["timing.step_time_s"]).median())
+                step_time = float(numbers(hit["timing.step_time_s"]).median())
                 source = "+".join(sub_keys) + f" (n={len(hit)})"
                 break
         steps = _planned_steps(row, done)
@@ -158,9 +189,7 @@ def _planned_steps(row: pd.Series, measured: pd.DataFrame) -> float:
                     same = same[same[k].map(lambda v, want=row[k]: _same(v, want))]
             if "train.max_steps" in same.columns:  # runs cut short by max_steps do not show a full epoch
                 same = same[same["train.max_steps"].isna()]
-            per_epoch = pd.to_numeric(same["timing.steps"], errors="coerce") / pd.to_numeric(
-                same["train.epochs"], errors="coerce"
-            )
+            per_epoch = numbers(same["timing.steps"]) / numbers(same["train.epochs"])
             per_epoch = per_epoch[np.isfinite(per_epoch)]
             if len(per_epoch):
                 return float(per_epoch.median()) * float(row["train.epochs"])

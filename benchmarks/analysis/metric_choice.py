@@ -4,6 +4,8 @@ task, the declared direction of every metric, and the finished runs (definitions
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -43,6 +45,10 @@ LOOP_METRIC_MODES: dict[str, str] = {"train_loss": "min"}
 
 #: statuses whose metrics count
 DONE = "done"
+#: every status the suite writes (``benchmarks.store.STATUSES``); any other word is named and left out
+KNOWN_STATUSES = ("queued", "running", "done", "diverged", "failed", "interrupted")
+#: status of a run whose record.json cannot be read (``benchmarks.store.UNREADABLE``)
+UNREADABLE = "unreadable"
 #: statuses that count as an optimizer's failure (reported beside the comparison, never silently dropped)
 FAILED_STATUSES = ("diverged", "failed")
 
@@ -118,12 +124,68 @@ def primary_metric(
     return metric, declared
 
 
+def number(value: Any) -> float | None:
+    """``value`` as a float when it is a number (int or float, not a boolean, not text); else None. The
+    analysis never coerces: a metric stored as the text "95.8" is not a number."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return None
+    return float(value)
+
+
+def numbers(values: pd.Series) -> pd.Series:
+    """:func:`number` of every cell (NaN where a cell is not a number)."""
+    return values.map(lambda v: np.nan if number(v) is None else number(v)).astype(float)
+
+
 def done_runs(results: pd.DataFrame, metric_col: str | None = None) -> pd.DataFrame:
-    """Runs with status "done" (and a finite value of ``metric_col`` when given)."""
+    """Runs with status "done" (and a finite number as ``metric_col`` when given; :func:`metric_left_out`
+    names the done runs this leaves out)."""
     out = results[results["status"] == DONE] if "status" in results.columns else results
     if metric_col is not None:
         if metric_col not in out.columns:
             return out.iloc[0:0]
-        values = pd.to_numeric(out[metric_col], errors="coerce")
-        out = out[np.isfinite(values.to_numpy(dtype=float))]
+        out = out[np.isfinite(numbers(out[metric_col]).to_numpy(dtype=float))]
     return out
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:30]}... ({len(text)} characters)"
+
+
+def metric_left_out(runs: pd.DataFrame, metric_col: str) -> list[tuple[str, str]]:
+    """``(run id, reason)`` for every done run of ``runs`` that :func:`done_runs` leaves out: a metric that is
+    missing, not a number, or not finite."""
+    done = runs[runs["status"] == DONE] if "status" in runs.columns else runs
+    name = metric_col.removeprefix("metrics.")
+    out = []
+    for _, row in done.iterrows():
+        value = row.get(metric_col)
+        if metric_col not in done.columns or value is None or (isinstance(value, float) and np.isnan(value)):
+            reason = f"done, but no value (or NaN) of metric {name}"
+        elif number(value) is None:
+            reason = f"metric {name} is not a number ({_shown(value)})"
+        elif not np.isfinite(number(value)):
+            reason = f"non-finite metric {name} ({number(value)})"
+        else:
+            continue
+        out.append((str(row.get("run_id")), reason))
+    return out
+
+
+def split_unanalysable(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(runs the analysis can use, left out)``: unreadable records and runs whose status is not one the
+    suite writes are left out of every table and comparison, each with its reason (``run_id``, ``reason``)."""
+    cols = ["run_id", "reason"]
+    if results.empty or "status" not in results.columns:
+        return results, pd.DataFrame(columns=cols)
+    status = results["status"]
+    known = status.map(lambda s: isinstance(s, str) and s in KNOWN_STATUSES)
+    rows = []
+    for _, row in results[~known].iterrows():
+        if row["status"] == UNREADABLE:
+            error = str(row.get("error") or "").split("; a rerun", 1)[0].removeprefix("unreadable ")
+            rows.append((str(row.get("run_id")), f"unreadable: {error}"))
+        else:
+            rows.append((str(row.get("run_id")), f"unknown status {_shown(row['status'])}"))
+    return results[known.to_numpy(dtype=bool)], pd.DataFrame(rows, columns=cols)

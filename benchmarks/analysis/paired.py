@@ -11,7 +11,7 @@ import pandas as pd
 
 from . import stats
 from .labels import group_labels, method_labels, optimizer_mask
-from .metric_choice import FAILED_STATUSES, done_runs, primary_metric
+from .metric_choice import FAILED_STATUSES, done_runs, metric_left_out, numbers, primary_metric
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,9 @@ def paired_comparison(results: pd.DataFrame, settings: CompareSettings | None = 
     ``mean_baseline`` (over the matched seeds), ``delta`` (mean of method - baseline), ``sd`` (of the
     differences), ``ci_lo``, ``ci_hi`` (t interval), ``p`` (two-sided paired t-test), ``p_adj`` (Holm over
     all rows), ``margin``, ``p_equiv_adj`` (TOST, Holm), ``outcome``, ``reason``, ``failed_method`` /
-    ``failed_baseline`` (diverged or failed runs in the group), ``unmatched`` (finished runs without a
+    ``failed_baseline`` (diverged or failed runs in the group), ``left_out_method`` / ``left_out_baseline``
+    (done runs whose metric is missing, not a number or not finite; named with the reason in
+    ``comparison.attrs["left_out"]`` as ``(run id, reason)``), ``unmatched`` (finished runs without a
     partner seed). Groups without baseline runs are left out (they have nothing to pair with). Raises
     ``KeyError`` when the baseline optimizer has no run at all.
     """
@@ -80,6 +82,7 @@ def paired_comparison(results: pd.DataFrame, settings: CompareSettings | None = 
             chosen |= optimizer_mask(frame, name).to_numpy()
         frame = frame[chosen | frame["_is_base"].to_numpy()]
     rows: list[dict[str, Any]] = []
+    left_out: list[tuple[str, str]] = []
     tests: list[stats.PairedTest] = []
     for group, sub in frame.groupby("_group", sort=True):
         task = str(sub["task"].iloc[0]) if "task" in sub.columns else None
@@ -96,10 +99,14 @@ def paired_comparison(results: pd.DataFrame, settings: CompareSettings | None = 
         margin = settings.margin(task)
         base_done = done_runs(base, col)
         base_by_seed = _per_seed(base_done, col)
+        base_left = metric_left_out(base, col)
+        left_out += base_left
         failed_base = int(base["status"].isin(FAILED_STATUSES).sum()) if "status" in base.columns else 0
         for method, msub in sub[~sub["_is_base"]].groupby("_method", sort=True):
             m_done = done_runs(msub, col)
             m_by_seed = _per_seed(m_done, col)
+            m_left = metric_left_out(msub, col)
+            left_out += m_left
             seeds = sorted(set(m_by_seed.index) & set(base_by_seed.index))
             diffs = np.array([m_by_seed[s] - base_by_seed[s] for s in seeds], dtype=float)
             test = stats.paired_t(diffs, margin=margin, confidence=settings.confidence, min_pairs=settings.min_pairs)
@@ -124,13 +131,17 @@ def paired_comparison(results: pd.DataFrame, settings: CompareSettings | None = 
                     "margin": margin,
                     "failed_method": int(msub["status"].isin(FAILED_STATUSES).sum()) if "status" in msub else 0,
                     "failed_baseline": failed_base,
+                    "left_out_method": len(m_left),
+                    "left_out_baseline": len(base_left),
                     "unmatched": int(len(set(m_by_seed.index) ^ set(base_by_seed.index))),
                 }
             )
     judged = stats.judge(tests, [r["mode"] for r in rows], [r["margin"] for r in rows], settings.alpha)
     for row, (verdict, reason, p_adj, pe_adj) in zip(rows, judged, strict=True):
         row.update(outcome=verdict, reason=reason, p_adj=p_adj, p_equiv_adj=pe_adj)
-    return pd.DataFrame(rows, columns=_COMPARE_COLUMNS)
+    out = pd.DataFrame(rows, columns=_COMPARE_COLUMNS)
+    out.attrs["left_out"] = sorted(set(left_out))
+    return out
 
 
 _COMPARE_COLUMNS = [
@@ -156,6 +167,8 @@ _COMPARE_COLUMNS = [
     "reason",
     "failed_method",
     "failed_baseline",
+    "left_out_method",
+    "left_out_baseline",
     "unmatched",
 ]
 
@@ -168,7 +181,7 @@ def _per_seed(runs: pd.DataFrame, col: str) -> pd.Series:
     """Metric per seed; duplicate runs of one seed (re-runs) are averaged so that each seed counts once."""
     if runs.empty:
         return pd.Series(dtype=float)
-    values = pd.to_numeric(runs[col], errors="coerce")
+    values = numbers(runs[col])
     return values.groupby(runs["train.seed"].map(_seed_text)).mean()
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .labels import group_labels, method_labels
-from .metric_choice import done_runs, primary_metric
+from .metric_choice import done_runs, numbers, primary_metric
 from .paired import CompareSettings
 
 
@@ -38,7 +38,7 @@ def score_matrix(results: pd.DataFrame, settings: CompareSettings | None = None)
         for method in sorted(set(frame["_method"])):
             runs = sub[sub["_method"] == method]
             done = done_runs(runs, col)
-            scores[(group, method)] = float(pd.to_numeric(done[col]).mean()) if len(done) else float("nan")
+            scores[(group, method)] = float(numbers(done[col]).mean()) if len(done) else float("nan")
             ran[(group, method)] = bool(len(runs))
     table = pd.Series(scores).unstack()
     table.attrs["ran"] = pd.Series(ran).unstack().reindex_like(table).astype(bool)

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from .labels import canonical_optimizer, display_optimizer, group_labels, method_labels, _short_name
-from .metric_choice import DONE, FAILED_STATUSES, done_runs, primary_metric
+from .metric_choice import DONE, FAILED_STATUSES, done_runs, metric_left_out, numbers, primary_metric
 from .paired import _COMPARE_COLUMNS, CompareSettings, paired_comparison, _seed_text
 from .fields import _get, _missing, norm, reduced_reason, run_dataset, run_field, table_tags
 from .paper import PAPER_LABEL, load_paper_table
@@ -52,7 +52,7 @@ VERDICTS = ("reproduced", "not reproduced", "not comparable", "missing")
 def _metric_column(runs: pd.DataFrame, paper_metric: str) -> str | None:
     for name in METRIC_COLUMNS.get(paper_metric, ()):
         col = f"metrics.{name}"
-        if col in runs.columns and pd.to_numeric(runs[col], errors="coerce").notna().any():
+        if col in runs.columns and runs[col].notna().any():  # text too: left out by name, never parsed
             return col
     return None
 
@@ -125,6 +125,7 @@ def _stats(
     statuses = runs["status"] if "status" in runs.columns else pd.Series("done", index=runs.index)
     out["n_failed"] = int(statuses.isin(FAILED_STATUSES).sum())
     out["n_pending"] = int((~statuses.isin((DONE, *FAILED_STATUSES))).sum())
+    out["left_out"] = metric_left_out(runs, col) if col is not None else []
     reasons = {}
     for idx, row in runs.iterrows():
         reason = reduced_reason(row, full_max_steps)
@@ -144,7 +145,7 @@ def _stats(
         reasons[idx] = reason
     done = runs[statuses == DONE]
     if col is not None:
-        done = done[np.isfinite(pd.to_numeric(done[col], errors="coerce").to_numpy(dtype=float))]
+        done = done[np.isfinite(numbers(done[col]).to_numpy(dtype=float))]
     else:
         done = done.iloc[0:0]
     full = done[[reasons[i] is None for i in done.index]]
@@ -155,7 +156,7 @@ def _stats(
     out["n_other"] = int(len(done) - len(use))
     if use.empty or col is None:
         return out
-    values = pd.to_numeric(use[col]).to_numpy(dtype=float)
+    values = numbers(use[col]).to_numpy(dtype=float)
     out.update(
         n=int(values.size),
         mean=float(values.mean()),
@@ -245,6 +246,8 @@ def paper_table(results: pd.DataFrame, table_id: str, paper_dir: Path | None = N
             notes.append(f"{st['n_failed']} diverged/failed run(s)")
         if st["n_pending"]:
             notes.append(f"{st['n_pending']} unfinished run(s)")
+        if st.get("left_out"):
+            notes.append("left out: " + ", ".join(f"{rid} ({why})" for rid, why in st["left_out"]))
         if st.get("shared"):
             notes.append("runs taken from Table 1")
         record.update(
@@ -367,10 +370,11 @@ def summary_table(
         else [
             c
             for c in frame.columns
-            if c.startswith("metrics.") and pd.to_numeric(frame[c], errors="coerce").notna().any()
+            if c.startswith("metrics.") and frame[c].notna().any()
         ]
     )
     records = []
+    notes: list[str] = []
     if not frame.empty:
         frame["_group"] = group_labels(frame)
         frame["_method"] = method_labels(frame, frame["_group"])
@@ -378,9 +382,10 @@ def summary_table(
             n_failed = int(sub["status"].isin(FAILED_STATUSES).sum()) if "status" in sub.columns else 0
             for col in metric_cols:
                 done = done_runs(sub, col)
-                values = pd.to_numeric(done[col], errors="coerce").to_numpy(dtype=float) if len(done) else np.array([])
-                if col not in sub.columns or not pd.to_numeric(sub[col], errors="coerce").notna().any():
-                    if values.size == 0 and n_failed == 0:
+                values = numbers(done[col]).to_numpy(dtype=float) if len(done) else np.array([])
+                left = metric_left_out(sub, col)
+                if col not in sub.columns or not numbers(sub[col]).notna().any():
+                    if values.size == 0 and n_failed == 0 and not left:
                         continue
                 records.append(
                     {
@@ -398,6 +403,7 @@ def summary_table(
                         "n_failed": n_failed,
                     }
                 )
+                notes += [f"left out of {group} / {method}: {rid} ({why})" for rid, why in left]
     cells = pd.DataFrame(records, columns=["group", "method", "metric", "n", "mean", "std", "seeds", "n_failed"])
     layout_rows = []
     for (group, method), sub in cells.groupby(["group", "method"], sort=False):
@@ -417,7 +423,7 @@ def summary_table(
         "Mean ± sample std over finished seeds (status done); the mean alone with one seed; seeds = finished runs; "
         "failed = diverged or failed runs (not in the mean). No paper numbers exist for this table."
     )
-    return Table(name=name, title=title, caption=caption, cells=cells, layout=layout)
+    return Table(name=name, title=title, caption=caption, cells=cells, layout=layout, notes=list(dict.fromkeys(notes)))
 
 
 def digits_table(results: pd.DataFrame, settings: CompareSettings | None = None) -> Table | None:
