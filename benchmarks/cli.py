@@ -294,6 +294,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not any(os.path.lexists(out / d) for d in (store.RUNS_DIR, store.SWEEPS_DIR)):
         print(f"error: {out} holds no runs (expected {out}/runs/ or {out}/sweeps/)", file=sys.stderr)
         return 1
+    for sub in (store.RUNS_DIR, store.SWEEPS_DIR):
+        if os.path.lexists(out / sub) and not (out / sub).is_dir():
+            print(f"error: {out / sub} is not a folder (a results folder keeps its runs in {out}/runs/ and its "
+                  f"launches in {out}/sweeps/); move it away", file=sys.stderr)
+            return 1
     records = {r["run_id"]: r for r in store.load_records(out, unreadable=True, warn=False)}
     stale = set()
     for rid, record in records.items():
@@ -317,10 +322,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     parts = [f"{counts[s]} {s}" for s in order if counts[s]]
     parts += [f"{n} {s}" for s, n in counts.items() if s not in order and n]
     print(f"{out}: {total} runs: {', '.join(parts) if parts else 'none'}")
-    for label in ("failed", "diverged", "interrupted", store.UNREADABLE):
-        bad = [r for r in records.values() if r.get("status") == label]
+    unknown = sorted({str(r.get("status")) for r in records.values()} - {*store.STATUSES, store.UNREADABLE})
+    for label in ("failed", "diverged", "interrupted", store.UNREADABLE, *unknown):
+        bad = [r for r in records.values() if str(r.get("status")) == label]
         if bad:
-            print(f"{label}:")
+            print(f"{label}:" if label not in unknown else f"{cut_long_values(label)} (not a status the suite "
+                                                           f"writes; the analysis leaves these runs out):")
             for r in sorted(bad, key=lambda r: r["run_id"]):
                 error = str(r.get("error") or "").splitlines()
                 print(f"  {r['run_id']}: {error[0] if error else ''}")

@@ -33,13 +33,13 @@ class FileTooLarge(OSError):
 
 
 def kind_of(mode: int) -> str:
-    """``a folder``, ``a FIFO (named pipe)``, ... for an ``st_mode``."""
-    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    """``a file``, ``a folder``, ``a FIFO (named pipe)``, ... for an ``st_mode``."""
+    for test, name in ((stat.S_ISREG, "a file"), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
                        (stat.S_ISSOCK, "a socket")):
         if test(mode):
             return name
-    return "not a regular file"
+    return "an unknown kind of file"
 
 
 def size_text(n: int) -> str:

@@ -109,7 +109,7 @@ def read_json_checked(path: str | os.PathLike, max_bytes: int = MAX_RECORD_BYTES
     try:
         raw = read_regular(path, max_bytes)
     except (FileNotFoundError, NotADirectoryError):
-        return None, None
+        return (None, "is a broken symbolic link") if os.path.islink(path) else (None, None)
     except OSError as exc:
         return None, describe(exc)
     try:
@@ -241,8 +241,6 @@ def scan_runs(out_dir: str | os.PathLike) -> tuple[list[str], list[tuple[str, st
             why = f"is {kind_of(os.stat(entry.path).st_mode)}, not a run folder"
         except OSError as exc:
             why = describe(exc) if exc.errno != errno.ENOENT else "is a broken symbolic link, not a run folder"
-        if why == "is not a regular file, not a run folder":
-            why = "is a file, not a run folder"
         problems.append((entry.path, why))
     return sorted(ids), sorted(problems)
 
@@ -457,10 +455,11 @@ def remove_leftover_tmp(run_dir: str | os.PathLike) -> list[str]:
     return removed
 
 
-def unreadable_record(run_id: str, path: str | os.PathLike, reason: str) -> dict:
+def unreadable_record(run_id: str, path: str | os.PathLike, reason: str,
+                      remedy: str = "a rerun of the sweep runs it again and rewrites it") -> dict:
     """The stand-in record of a run whose record.json cannot be read: status ``unreadable``, the file named."""
     return {"run_id": run_id, "status": UNREADABLE, "config": {}, "metrics": {}, "timing": {}, "env": {},
-            "error": f"unreadable {path}: {reason}; a rerun of the sweep runs it again and rewrites it"}
+            "error": f"unreadable {path}: {reason}; {remedy}"}
 
 
 def load_records(out_dir: str | os.PathLike, *, unreadable: bool = False, warn: bool = True) -> list[dict]:
@@ -476,7 +475,8 @@ def load_records(out_dir: str | os.PathLike, *, unreadable: bool = False, warn: 
         if warn:
             warnings.warn(f"unreadable run folder {path}: {problem}", RuntimeWarning, stacklevel=2)
         if unreadable:
-            out.append(unreadable_record(os.path.basename(path), path, problem))
+            out.append(unreadable_record(os.path.basename(path), path, problem,
+                                         "move it away (a rerun does not replace what is not a run folder)"))
     for run_id in ids:
         path = os.path.join(root, run_id, RECORD)
         record, problem = read_record_checked(path)

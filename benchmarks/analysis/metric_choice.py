@@ -162,7 +162,7 @@ def metric_left_out(runs: pd.DataFrame, metric_col: str) -> list[tuple[str, str]
     for _, row in done.iterrows():
         value = row.get(metric_col)
         if metric_col not in done.columns or value is None or (isinstance(value, float) and np.isnan(value)):
-            reason = f"done, but no value (or NaN) of metric {name}"
+            reason = f"non-finite or missing metric {name} (nan)"
         elif number(value) is None:
             reason = f"metric {name} is not a number ({_shown(value)})"
         elif not np.isfinite(number(value)):

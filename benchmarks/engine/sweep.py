@@ -116,8 +116,7 @@ def _kind(path: Path) -> str:
         mode = os.stat(path).st_mode
     except OSError as exc:
         return "a symbolic link loop" if exc.errno == errno.ELOOP else "a broken symbolic link"
-    kind = kind_of(mode)
-    return "a file" if kind == "not a regular file" else kind
+    return kind_of(mode)
 
 
 def check_run_folders(plan: "SweepPlan") -> None:
