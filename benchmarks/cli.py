@@ -454,13 +454,21 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.print_help()
         return 2
     debug = bool(getattr(args, "debug", False)) or os.environ.get("BENCHMARKS_DEBUG", "") not in ("", "0")
-    if not debug:
-        import warnings
+    import warnings
 
-        def one_line(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
-            print(f"warning: {cut_long_values(str(message))}", file=sys.stderr)
+    def one_line(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
+        print(f"warning: {cut_long_values(str(message))}", file=sys.stderr)
 
+    previous_showwarning = warnings.showwarning
+    if not debug:  # a warning is one line, as an error is (its source line only with --debug)
         warnings.showwarning = one_line
+    try:
+        return _dispatch(args, debug)
+    finally:
+        warnings.showwarning = previous_showwarning
+
+
+def _dispatch(args: argparse.Namespace, debug: bool) -> int:
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # inside the try: a reader that went away must not give a traceback at exit

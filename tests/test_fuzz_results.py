@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 from tests.hostile_tools import (DOCUMENTED_EXITS, MEMORY_LIMIT, ROOT, SWEEP, TIME_LIMIT_S, build_real_folder,
@@ -321,6 +321,7 @@ def check(out: Path, expected: list[dict[str, str]], results: dict[str, dict]) -
 
 @seed(20261208)
 @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=False,
+          phases=(Phase.explicit, Phase.generate),  # an example takes seconds: shrinking would take hours
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.function_scoped_fixture])
 @given(damage=damages())
@@ -330,7 +331,13 @@ def test_damaged_results_folders(real_folder, damage):
         out = copy_folder(real_folder, work / "out")
         taken: set[str] = set()
         expected = [e for e in (apply(out, *d, taken) for d in damage) if e]
-        check(out, expected, run_commands(out))
+        results = run_commands(out)
+        if os.environ.get("FUZZ_STATS"):  # one JSON line per example: what was damaged, seconds and peak RSS
+            with open(os.environ["FUZZ_STATS"], "a") as fh:
+                fh.write(json.dumps({"damage": [d[:2] for d in damage], "commands": {
+                    n: {"code": r["code"], "seconds": round(r["seconds"], 2), "max_rss_kb": r["max_rss_kb"]}
+                    for n, r in results.items()}}) + "\n")
+        check(out, expected, results)
     finally:
         for path in work.rglob("*"):  # chmod 000 files must stay removable
             if not path.is_symlink():

@@ -122,14 +122,17 @@ def _kind(path: Path) -> str:
 def check_run_folders(plan: "SweepPlan") -> None:
     """A run to (re)run must be writable where it lives: its folder a folder and its record.json not a
     folder (the atomic rewrite of a truncated or wrong-typed record replaces a file, never a folder)."""
+    problems = []
     for r in plan.to_run:
         run_dir = r.spec.run_dir
         if os.path.lexists(run_dir) and not run_dir.is_dir():
-            raise ConfigError(f"run {r.spec.run_id}: {run_dir} is {_kind(run_dir)}, not a run folder; move it "
-                              f"away and rerun")
-        record = run_dir / store.RECORD
-        if record.is_dir():
-            raise ConfigError(f"run {r.spec.run_id}: {record} is a folder, not a record; move it away and rerun")
+            problems.append(f"{run_dir} is {_kind(run_dir)}, not a run folder")
+        elif (run_dir / store.RECORD).is_dir():
+            problems.append(f"{run_dir / store.RECORD} is a folder, not a record")
+    if problems:
+        shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
+        raise ConfigError(f"{len(problems)} run(s) cannot be written where they live: {shown}; move them away "
+                          f"and rerun")
 
 
 def _data_key(resolved: Mapping[str, Any]) -> str:
