@@ -81,7 +81,7 @@ def run_costs(results: pd.DataFrame) -> pd.DataFrame:
                 "gpus": gpus,
                 "wall_s": float(wall) if np.isfinite(wall) else float("nan"),
                 "step_time_s": _num(row.get("timing.step_time_s")),
-                "steps": _num(row.get("timing.steps")),
+                "steps": row.get("timing.steps") if number(row.get("timing.steps")) is not None else float("nan"),
                 "device_hours": hours * max(gpus, 1),
                 "gpu_hours": hours * gpus,
             }
