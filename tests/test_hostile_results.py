@@ -13,6 +13,8 @@ import pytest
 
 from tests.hostile_tools import assert_clean, cli
 
+pytestmark = pytest.mark.slow  # every command is a child process (imports torch each time)
+
 CONFIG = """\
 task: toy2d
 optimizer: {name: sgd, lr: 0.04, momentum: 0.9}
