@@ -1,8 +1,9 @@
 """Command line: ``python -m benchmarks <command>`` (also installed as ``adamp-bench``).
 
 Exit codes: 0 success; 1 some runs failed or were left interrupted, also by an earlier launch (or nothing to
-show; a full disk); 2 config error (nothing launched, nothing written); 130 interrupted by Ctrl-C, 143 by
-SIGTERM (the runs are recorded interrupted; rerun the same command to resume).
+show; a full disk; an unexpected error, shown as one `error:` line); 2 config error (nothing launched, nothing
+written); 130 interrupted by Ctrl-C, 143 by SIGTERM (the runs are recorded interrupted; rerun the same command
+to resume). Every error is one `error:` line; `--debug` (or BENCHMARKS_DEBUG=1) adds its traceback.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import re
 import signal
 import sys
+import traceback
 from pathlib import Path
 from typing import Sequence
 
@@ -83,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=MAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback behind an error line (also: BENCHMARKS_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="expand config files into runs and execute them", description=RUN_DESCRIPTION,
@@ -284,9 +289,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     from benchmarks import store
 
     out = Path(args.out)
-    if not (out / store.RUNS_DIR).is_dir() and not (out / store.SWEEPS_DIR).is_dir():
+    if not out.is_dir():
+        what = "does not exist" if not os.path.lexists(out) else "is not a folder"
+        print(f"error: {out} {what} (expected a results folder with runs/ or sweeps/)", file=sys.stderr)
+        return 1
+    if not any(os.path.lexists(out / d) for d in (store.RUNS_DIR, store.SWEEPS_DIR)):
         print(f"error: {out} holds no runs (expected {out}/runs/ or {out}/sweeps/)", file=sys.stderr)
         return 1
+    for sub in (store.RUNS_DIR, store.SWEEPS_DIR):
+        if os.path.lexists(out / sub) and not (out / sub).is_dir():
+            print(f"error: {out / sub} is not a folder (a results folder keeps its runs in {out}/runs/ and its "
+                  f"launches in {out}/sweeps/); move it away", file=sys.stderr)
+            return 1
     records = {r["run_id"]: r for r in store.load_records(out, unreadable=True, warn=False)}
     stale = set()
     for rid, record in records.items():
@@ -295,12 +309,14 @@ def cmd_status(args: argparse.Namespace) -> int:
             stale.add(rid)
             records[rid] = {**record, "status": "interrupted",
                             "error": "stale: its process is gone (killed hard); a rerun resumes it"}
-    manifests = store.list_manifests(out)
+    bad_manifests: list[tuple[str, str]] = []
+    manifests = store.list_manifests(out, bad_manifests)
     queued = set()
     for manifest in manifests:
         for entry in manifest.get("runs", []):
-            if entry.get("run_id") not in records:
-                queued.add(entry.get("run_id"))
+            run_id = entry.get("run_id") if isinstance(entry, dict) else None
+            if isinstance(run_id, str) and run_id not in records:
+                queued.add(run_id)
     counts = collections.Counter(str(r.get("status")) for r in records.values())
     counts["queued"] += len(queued)
     total = len(records) + len(queued)
@@ -308,13 +324,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     parts = [f"{counts[s]} {s}" for s in order if counts[s]]
     parts += [f"{n} {s}" for s, n in counts.items() if s not in order and n]
     print(f"{out}: {total} runs: {', '.join(parts) if parts else 'none'}")
-    for label in ("failed", "diverged", "interrupted", store.UNREADABLE):
-        bad = [r for r in records.values() if r.get("status") == label]
+    unknown = sorted({str(r.get("status")) for r in records.values()} - {*store.STATUSES, store.UNREADABLE})
+    for label in ("failed", "diverged", "interrupted", store.UNREADABLE, *unknown):
+        bad = [r for r in records.values() if str(r.get("status")) == label]
         if bad:
-            print(f"{label}:")
+            print(f"{label}:" if label not in unknown else f"{cut_long_values(label)} (not a status the suite "
+                                                           f"writes; the analysis leaves these runs out):")
             for r in sorted(bad, key=lambda r: r["run_id"]):
                 error = str(r.get("error") or "").splitlines()
                 print(f"  {r['run_id']}: {error[0] if error else ''}")
+    if bad_manifests:
+        print("unreadable launch manifests (status ignores them):")
+        for path, why in bad_manifests:
+            print(f"  {path}: {why}")
     running = sorted(rid for rid, r in records.items() if r.get("status") == "running")
     if running:
         print("running:")
@@ -323,8 +345,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  {rid} (started {started})")
     if manifests:
         m = manifests[-1]
+        skipped = m.get("skipped") if isinstance(m.get("skipped"), list) else []
         print(f"latest launch: {m.get('sweep_id')} with executor {m.get('executor')}, {len(m.get('runs', []))} runs "
-              f"launched, {len(m.get('skipped', []))} skipped ({m.get('status')})")
+              f"launched, {len(skipped)} skipped ({m.get('status')})")
     if any(m.get("executor") == "slurm" for m in manifests):
         from benchmarks.engine.slurm_status import slurm_status_report
 
@@ -432,12 +455,35 @@ def _main(argv: Sequence[str] | None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    debug = bool(getattr(args, "debug", False)) or os.environ.get("BENCHMARKS_DEBUG", "") not in ("", "0")
+    import warnings
+
+    def one_line(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
+        print(f"warning: {cut_long_values(str(message))}", file=sys.stderr)
+
+    previous_showwarning = warnings.showwarning
+    if not debug:  # a warning is one line, as an error is (its source line only with --debug)
+        warnings.showwarning = one_line
+    try:
+        return _dispatch(args, debug)
+    finally:
+        warnings.showwarning = previous_showwarning
+
+
+def _dispatch(args: argparse.Namespace, debug: bool) -> int:
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # inside the try: a reader that went away must not give a traceback at exit
         return code
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if debug:
+            from benchmarks.config import imports
+
+            if imports.last_traceback:  # the code a config names raised while being imported
+                print(imports.last_traceback, file=sys.stderr, end="")
+            else:
+                traceback.print_exception(exc, file=sys.stderr)
+        print(f"error: {cut_long_values(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -448,13 +494,48 @@ def _main(argv: Sequence[str] | None) -> int:
         return 141
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
+            return _unexpected(exc, debug)
         from benchmarks.store import describe_out_of_space
 
         message = exc.strerror if exc.strerror and exc.strerror[0].islower() else \
             f"{describe_out_of_space(exc)}; free space and rerun the same command to resume"
         print(f"error: {message}", file=sys.stderr)
         return 1
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - input a user can produce never ends in a traceback
+        if isinstance(exc, SystemExit) and exc.code in (None, 0):
+            exc = RuntimeError("code called sys.exit(0) in the middle of the command (it did not finish)")
+        elif isinstance(exc, SystemExit):
+            exc = RuntimeError(f"code called sys.exit({exc.code!r}) in the middle of the command")
+        return _unexpected(exc, debug)
+
+
+def _unexpected(exc: BaseException, debug: bool) -> int:
+    """One line for an error no check above anticipated (exit 1); the traceback with --debug."""
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    where = ""
+    tb = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
+    if tb:
+        where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno}"
+        where += "; rerun with --debug or BENCHMARKS_DEBUG=1 for the traceback)" if not debug else ")"
+    text = str(exc) or type(exc).__name__
+    print(f"error: {cut_long_values(f'{type(exc).__name__}: {text}')}{where}", file=sys.stderr)
+    return 1
+
+
+#: longest value an error line quotes whole; longer ones are cut and their length given
+MAX_VALUE_CHARS = 200
+_LONG_TOKEN = re.compile(r"\S{%d,}" % (MAX_VALUE_CHARS + 1))
+
+
+def cut_long_values(message: str, limit: int = 4000) -> str:
+    """An error line with every value (a run of text without spaces) over MAX_VALUE_CHARS cut to its start and
+    its length, and the line itself to ``limit`` characters: a 1 MB value is never echoed whole."""
+    message = _LONG_TOKEN.sub(
+        lambda m: f"{m.group(0)[:80]}... ({len(m.group(0)):,} characters)", message)
+    if len(message) > limit:
+        message = f"{message[:limit]}... ({len(message):,} characters in all)"
+    return message
 
 
 def _silence_stdout() -> None:

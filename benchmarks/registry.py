@@ -31,6 +31,7 @@ import torch
 from torch.optim.optimizer import required as _TORCH_REQUIRED
 
 from .config.errors import ConfigError, did_you_mean, unknown_key_message
+from .config.imports import import_module
 from .config.types import check_finite, coerce_like
 
 #: registry name -> "module:Class"; modules are imported on first use (``adamp`` may be absent while the
@@ -77,7 +78,7 @@ class OptimizerEntry:
 
 def _import_target(target: str) -> type:
     module_name, _, attr = target.partition(":")
-    module = importlib.import_module(module_name)
+    module = import_module(module_name, f"optimizer `{target}`", "optimizer.name")
     obj: Any = module
     for part in attr.split("."):
         obj = getattr(obj, part)
@@ -191,8 +192,8 @@ def _import_failure(name: str, exc: BaseException) -> str:
     base = f"optimizer `{name}` at `optimizer.name` cannot be imported ({type(exc).__name__}: {exc})"
     if isinstance(exc, AttributeError):
         try:
-            module = importlib.import_module(module_name)
-        except ImportError:
+            module = import_module(module_name, f"optimizer `{name}`", "optimizer.name")
+        except (ImportError, ConfigError):
             return base
         names = [n for n in dir(module) if not n.startswith("_") and inspect.isclass(getattr(module, n, None))]
         same = [n for n in names if n.lower() == attr.lower()]

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from benchmarks.atomic import write_text_atomic
+from benchmarks.safe_read import (MAX_HISTORY_LINE, MAX_MANIFEST_BYTES, MAX_RECORD_BYTES, describe, kind_of,
+                                  open_regular, read_regular)
 
 RUNS_DIR = "runs"
 SWEEPS_DIR = "sweeps"
@@ -100,25 +102,104 @@ def read_json(path: str | os.PathLike) -> dict | None:
     return read_json_checked(path)[0]
 
 
-def read_json_checked(path: str | os.PathLike) -> tuple[dict | None, str | None]:
-    """``(object, None)``, ``(None, None)`` when the file is missing, ``(None, why)`` when it is unreadable."""
+def read_json_checked(path: str | os.PathLike, max_bytes: int = MAX_RECORD_BYTES) -> tuple[dict | None, str | None]:
+    """``(object, None)``, ``(None, None)`` when the file is missing, ``(None, why)`` when it is unreadable:
+    not a regular file (a FIFO, a folder, a symlink loop), over ``max_bytes``, not UTF-8 JSON, or nested
+    too deeply for the parser."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+        raw = read_regular(path, max_bytes)
     except (FileNotFoundError, NotADirectoryError):
-        return None, None
+        return (None, "is a broken symbolic link") if os.path.islink(path) else (None, None)
+    except OSError as exc:
+        return None, describe(exc)
+    try:
+        data = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         return None, f"{type(exc).__name__}: {exc}"
-    except OSError as exc:
-        return None, f"{type(exc).__name__}: {exc.strerror or exc}"
+    except RecursionError:
+        return None, "JSON nested too deeply to parse"
     if not isinstance(data, dict):
         return None, f"holds a JSON {type(data).__name__}, not an object"
     return data, None
 
 
+#: deepest nesting a record may have (a real one has 4 levels: config.train.schedule.name)
+MAX_RECORD_DEPTH = 24
+_MAPPINGS = ("config", "metrics", "metric_modes", "selection", "timing", "env")
+_TEXTS = ("run_id", "status", "error", "primary_metric")
+
+
+def _depth(obj: Any, limit: int) -> int:
+    """Nesting depth of a JSON value, counted without recursion (so a deep one cannot overflow the stack)."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        value, level = stack.pop()
+        deepest = max(deepest, level)
+        if deepest > limit:
+            return deepest
+        if isinstance(value, dict):
+            stack.extend((v, level + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, level + 1) for v in value)
+    return deepest
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "mapping", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), type(value).__name__)
+
+
+def record_problem(record: Mapping[str, Any]) -> str | None:
+    """Why a parsed record.json is not a record (None when it is one).
+
+    Checks what every reader relies on: the sections are mappings, the texts are strings, ``config.train``
+    is a mapping whose ``seed`` is an integer, ``metric_modes`` maps to "max"/"min", and the nesting is
+    shallow. Values inside ``metrics`` and ``timing`` are left to the analysis, which names every run it
+    leaves out (a metric that is not a number, non-finite, ...)."""
+    if _depth(record, MAX_RECORD_DEPTH) > MAX_RECORD_DEPTH:
+        return f"nested more than {MAX_RECORD_DEPTH} levels deep"
+    for key in _MAPPINGS:
+        if record.get(key) is not None and not isinstance(record[key], dict):
+            return f"`{key}` is a {_type_name(record[key])}, not a mapping"
+    for key in _TEXTS:
+        if record.get(key) is not None and not isinstance(record[key], str):
+            return f"`{key}` is a {_type_name(record[key])}, not a string"
+    config = record.get("config") or {}
+    for key in ("task", "name"):
+        if config.get(key) is not None and not isinstance(config[key], str):
+            return f"`config.{key}` is a {_type_name(config[key])}, not a string"
+    for key in ("data", "model", "optimizer", "train", "tags", "slurm"):
+        if config.get(key) is not None and not isinstance(config[key], dict):
+            return f"`config.{key}` is a {_type_name(config[key])}, not a mapping"
+    seed = (config.get("train") or {}).get("seed")
+    if seed is not None and (type(seed) is not int):
+        return f"`config.train.seed` is a {_type_name(seed)}, not an integer"
+    attempt = record.get("attempt")
+    if attempt is not None and type(attempt) is not int:
+        return f"`attempt` is a {_type_name(attempt)}, not an integer"
+    name = (config.get("optimizer") or {}).get("name")
+    if name is not None and not isinstance(name, str):
+        return f"`config.optimizer.name` is a {_type_name(name)}, not a string"
+    for metric, mode in (record.get("metric_modes") or {}).items():
+        if mode not in ("max", "min"):
+            return f"`metric_modes.{metric}` is {str(mode)[:40]!r}, not \"max\" or \"min\""
+    return None
+
+
+def read_record_checked(path: str | os.PathLike) -> tuple[dict | None, str | None]:
+    """:func:`read_json_checked` of a record.json, plus :func:`record_problem`: a file that parses but is not
+    a record is unreadable too (a rerun rewrites it)."""
+    record, problem = read_json_checked(path)
+    if record is not None:
+        problem = record_problem(record)
+        if problem is not None:
+            return None, problem
+    return record, problem
+
+
 def read_record(run_dir: str | os.PathLike) -> dict | None:
-    """The record.json of a run folder, or None."""
-    return read_json(Path(run_dir) / RECORD)
+    """The record.json of a run folder, or None (missing or unreadable)."""
+    return read_record_checked(Path(run_dir) / RECORD)[0]
 
 
 def write_record(run_dir: str | os.PathLike, record: Mapping[str, Any]) -> None:
@@ -126,13 +207,47 @@ def write_record(run_dir: str | os.PathLike, record: Mapping[str, Any]) -> None:
     write_json_atomic(Path(run_dir) / RECORD, dict(record))
 
 
-def list_run_ids(out_dir: str | os.PathLike) -> list[str]:
-    """Run ids with a folder under OUT/runs (sorted)."""
+def scan_runs(out_dir: str | os.PathLike) -> tuple[list[str], list[tuple[str, str]]]:
+    """``(run ids, problems)`` of OUT/runs: the ids of the entries that are folders (sorted), and
+    ``(path, why)`` for every entry that is something else (a file, a FIFO, a broken link or a symlink loop)
+    and for an OUT/runs that cannot be listed. Symlinks to folders count as runs; nothing is walked below."""
     root = runs_root(out_dir)
     try:
-        return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+        with os.scandir(root) as it:
+            entries = list(it)
     except FileNotFoundError:
-        return []
+        return [], []
+    except OSError as exc:  # a file, a symlink loop, no permission
+        kind = ""
+        try:
+            kind = kind_of(os.stat(root).st_mode)
+        except OSError:
+            pass
+        why = f"is {kind}, not a folder of runs" if kind and kind != "a folder" else describe(exc)
+        return [], [(str(root), why)]
+    ids, problems = [], []
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        try:
+            is_dir = entry.is_dir()  # follows a symlink; False for a broken one
+        except OSError as exc:
+            problems.append((entry.path, describe(exc)))
+            continue
+        if is_dir:
+            ids.append(entry.name)
+            continue
+        try:
+            why = f"is {kind_of(os.stat(entry.path).st_mode)}, not a run folder"
+        except OSError as exc:
+            why = describe(exc) if exc.errno != errno.ENOENT else "is a broken symbolic link, not a run folder"
+        problems.append((entry.path, why))
+    return sorted(ids), sorted(problems)
+
+
+def list_run_ids(out_dir: str | os.PathLike) -> list[str]:
+    """Run ids with a folder under OUT/runs (sorted); :func:`scan_runs` also names the other entries."""
+    return scan_runs(out_dir)[0]
 
 
 def run_statuses(out_dir: str | os.PathLike, run_ids: Iterable[str] | None = None) -> dict[str, str]:
@@ -146,7 +261,7 @@ def run_statuses(out_dir: str | os.PathLike, run_ids: Iterable[str] | None = Non
     out = {}
     root = str(root)
     for run_id in ids:
-        record = read_json(os.path.join(root, run_id, RECORD))
+        record = read_record_checked(os.path.join(root, run_id, RECORD))[0]
         if record is not None:
             out[run_id] = str(record.get("status", "queued"))
     return out
@@ -185,7 +300,7 @@ class RunLock:
         """Whether a live process holds the lock (probed with a shared, non-blocking flock, released at
         once). A run whose record says ``running`` but whose lock is free was killed hard."""
         try:
-            fd = os.open(self.path, os.O_RDONLY)
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO in its place must not block
         except FileNotFoundError:
             return False
         except OSError:
@@ -264,14 +379,29 @@ def write_manifest(out_dir: str | os.PathLike, sweep_id: str, manifest: Mapping[
     return path
 
 
-def list_manifests(out_dir: str | os.PathLike) -> list[dict]:
-    """All sweep manifests of an OUT folder, oldest first."""
+def list_manifests(out_dir: str | os.PathLike, problems: list[tuple[str, str]] | None = None) -> list[dict]:
+    """All sweep manifests of an OUT folder, oldest first; an unreadable one is appended to ``problems`` as
+    ``(path, why)`` (never silently dropped when the caller asks)."""
     root = Path(out_dir) / SWEEPS_DIR
     out = []
-    for path in sorted(root.glob("*.json")):
-        data = read_json(path)
+    try:
+        with os.scandir(root) as it:
+            names = sorted(e.name for e in it if e.name.endswith(".json") and not e.name.startswith("."))
+    except FileNotFoundError:
+        return out
+    except OSError as exc:
+        if problems is not None:
+            problems.append((str(root), describe(exc)))
+        return out
+    for name in names:
+        path = root / name
+        data, why = read_json_checked(path, MAX_MANIFEST_BYTES)
+        if data is not None and not isinstance(data.get("runs", []), list):
+            data, why = None, "`runs` is not a list"
         if data is not None:
             out.append(data)
+        elif why is not None and problems is not None:
+            problems.append((str(path), why))
     return out
 
 
@@ -325,22 +455,31 @@ def remove_leftover_tmp(run_dir: str | os.PathLike) -> list[str]:
     return removed
 
 
-def unreadable_record(run_id: str, path: str | os.PathLike, reason: str) -> dict:
+def unreadable_record(run_id: str, path: str | os.PathLike, reason: str,
+                      remedy: str = "a rerun of the sweep runs it again and rewrites it") -> dict:
     """The stand-in record of a run whose record.json cannot be read: status ``unreadable``, the file named."""
     return {"run_id": run_id, "status": UNREADABLE, "config": {}, "metrics": {}, "timing": {}, "env": {},
-            "error": f"unreadable {path}: {reason}; a rerun of the sweep runs it again and rewrites it"}
+            "error": f"unreadable {path}: {reason}; {remedy}"}
 
 
 def load_records(out_dir: str | os.PathLike, *, unreadable: bool = False, warn: bool = True) -> list[dict]:
     """Every readable record.json under OUT/runs.
 
-    An unreadable record.json (truncated, not JSON, not UTF-8) is never dropped silently: ``warn`` emits a
+    An unreadable record.json (truncated, not JSON, not UTF-8, not a record, not a regular file) and an entry
+    of OUT/runs that is no folder are never dropped silently: ``warn`` emits a
     warning naming the file, and ``unreadable=True`` includes it as a record with status ``unreadable``."""
     root = str(runs_root(out_dir))
     out = []
-    for run_id in list_run_ids(out_dir):
+    ids, bad_entries = scan_runs(out_dir)
+    for path, problem in bad_entries:
+        if warn:
+            warnings.warn(f"unreadable run folder {path}: {problem}", RuntimeWarning, stacklevel=2)
+        if unreadable:
+            out.append(unreadable_record(os.path.basename(path), path, problem,
+                                         "move it away (a rerun does not replace what is not a run folder)"))
+    for run_id in ids:
         path = os.path.join(root, run_id, RECORD)
-        record, problem = read_json_checked(path)
+        record, problem = read_record_checked(path)
         if record is not None:
             record.setdefault("run_id", run_id)
             out.append(record)
@@ -381,20 +520,43 @@ def load_results(out_dir: str | os.PathLike | Iterable[str | os.PathLike]):
     return frame[ordered]
 
 
-def read_history(run_dir: str | os.PathLike) -> list[dict]:
-    """The parsed lines of a run's history.jsonl; a torn last line (a run still writing) is skipped."""
+def read_history(run_dir: str | os.PathLike, problems: list[str] | None = None) -> list[dict]:
+    """The parsed lines of a run's history.jsonl; a torn last line (a run still writing) is skipped. A file
+    that is not a regular file, and lines that are not JSON objects or longer than MAX_HISTORY_LINE, are
+    skipped too and described in ``problems`` when given."""
     out = []
+    path = Path(run_dir) / HISTORY
     try:
-        with open(Path(run_dir) / HISTORY, encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    item = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(item, dict):
-                    out.append(item)
-    except FileNotFoundError:
-        pass
+        fh = open_regular(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return out
+    except OSError as exc:
+        if problems is not None:
+            problems.append(f"{path}: {describe(exc)}")
+        return out
+    bad = 0
+    with fh:
+        while True:
+            line = fh.readline(MAX_HISTORY_LINE + 1)
+            if not line:
+                break
+            if len(line) > MAX_HISTORY_LINE:
+                bad += 1
+                while line and not line.endswith(b"\n"):  # skip the rest of the runaway line
+                    line = fh.readline(MAX_HISTORY_LINE)
+                continue
+            try:
+                item = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+                bad += line.endswith(b"\n")  # a torn last line is a run still writing, not damage
+                continue
+            if isinstance(item, dict):
+                out.append(item)
+            else:
+                bad += 1
+    if bad and problems is not None:
+        problems.append(f"{path}: {bad} line(s) skipped (not a JSON object, or longer than "
+                        f"{MAX_HISTORY_LINE} bytes)")
     return out
 
 
@@ -409,18 +571,26 @@ def load_history(out_dir: str | os.PathLike | Iterable[str | os.PathLike], run_i
         for run_id in list_run_ids(out):
             if wanted is not None and run_id not in wanted:
                 continue
-            for item in read_history(root / run_id):
-                step, epoch, split = item.get("step"), item.get("epoch"), item.get("split")
+            problems: list[str] = []
+            for item in read_history(root / run_id, problems):
+                step, epoch, split = (_scalar(item.get(k)) for k in HISTORY_KEYS)
                 for key, value in item.items():
-                    if key in HISTORY_KEYS or isinstance(value, (str, list, dict)) or value is None:
-                        continue
+                    if key in HISTORY_KEYS or type(value) not in (int, float):
+                        continue  # curves are numbers: text, lists, booleans and nulls are not points
                     cols["run_id"].append(run_id)
                     cols["step"].append(step)
                     cols["epoch"].append(epoch)
                     cols["split"].append(split)
                     cols["metric"].append(key)
                     cols["value"].append(float(value))
+            for problem in problems:
+                warnings.warn(f"damaged history {problem}", RuntimeWarning, stacklevel=2)
     return pd.DataFrame(cols)
+
+
+def _scalar(value: Any) -> Any:
+    """A history coordinate as it can be grouped on: a number or a string; anything else is None."""
+    return value if type(value) in (int, float, str) else None
 
 
 __all__ = [
@@ -443,6 +613,9 @@ __all__ = [
     "read_json",
     "read_json_checked",
     "read_record",
+    "read_record_checked",
+    "record_problem",
+    "scan_runs",
     "remove_leftover_tmp",
     "run_path",
     "run_statuses",

@@ -15,7 +15,11 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from . import compare, figures, render, report, tables
+from . import figures, render, report, stats, tables
+from .costs import estimate_cost
+from .labels import filter_where
+from .metric_choice import split_unanalysable
+from .paired import CompareSettings
 
 _EPILOG_WHERE = (
     "--where KEY=VALUE keeps the runs whose flattened column KEY equals VALUE (repeatable),\n"
@@ -65,10 +69,40 @@ def _animation(p: argparse.ArgumentParser) -> None:
 
 
 def _formats(args: argparse.Namespace) -> list[str]:
+    """The figure formats, each checked against what matplotlib writes (before anything is written)."""
     formats = [f.strip().lower() for f in str(getattr(args, "figure_formats", "png,pdf")).split(",") if f.strip()]
     if not formats:
         raise ValueError("--figure-formats needs at least one format, e.g. png,pdf")
+    from matplotlib.figure import Figure
+
+    supported = sorted(Figure().canvas.get_supported_filetypes())
+    bad = [f for f in formats if f not in supported]
+    if bad:
+        raise ValueError(f"--figure-formats: {', '.join(repr(b[:40]) for b in bad)} is not a format matplotlib "
+                         f"writes; choose among {', '.join(supported)}")
     return formats
+
+
+def _read_plan(path: Path) -> pd.DataFrame:
+    """The ``--plan`` CSV: a regular UTF-8 text file of bounded size; every problem one ValueError line."""
+    import io
+
+    from benchmarks.safe_read import MAX_PLAN_BYTES, describe, read_regular, utf8_text
+
+    try:
+        raw = read_regular(path, MAX_PLAN_BYTES)
+    except OSError as exc:
+        raise ValueError(f"--plan {path}: {describe(exc)}; it must be a CSV file") from None
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        line = raw.count(b"\n", 0, nul) + 1
+        raise ValueError(f"--plan {path} is not a text file: NUL byte (0x00) at byte offset {nul} (line {line}); "
+                         f"it must be a CSV file")
+    text = utf8_text(raw, f"--plan {path}")
+    try:
+        return pd.read_csv(io.StringIO(text))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ValueError(f"--plan {path} is not a readable CSV: {str(exc).strip().splitlines()[0]}") from None
 
 
 def _compare_options(p: argparse.ArgumentParser, default_baseline: str = "adamp") -> None:
@@ -101,7 +135,7 @@ def _compare_options(p: argparse.ArgumentParser, default_baseline: str = "adamp"
         "their cells; default: every optimizer in the results)",
     )
     p.add_argument(
-        "--min-seeds", type=int, default=compare.stats.MIN_PAIRS,
+        "--min-seeds", type=int, default=stats.MIN_PAIRS,
         help="fewest matched seeds for a verdict (default: %(default)s)",
     )
 
@@ -220,14 +254,14 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_report)
 
 
-def _settings(args: argparse.Namespace) -> compare.CompareSettings:
+def _settings(args: argparse.Namespace) -> CompareSettings:
     confidence = float(getattr(args, "confidence", 0.95))
     if not 0.5 <= confidence < 1.0:
         raise ValueError(f"--confidence must be in [0.5, 1), got {confidence}")
-    min_seeds = int(getattr(args, "min_seeds", compare.stats.MIN_PAIRS))
+    min_seeds = int(getattr(args, "min_seeds", stats.MIN_PAIRS))
     if min_seeds < 2:
         raise ValueError(f"--min-seeds must be >= 2 (a t interval needs two differences), got {min_seeds}")
-    return compare.CompareSettings(
+    return CompareSettings(
         baseline=getattr(args, "baseline", "adamp"),
         metric=getattr(args, "metric", None),
         mode=getattr(args, "mode", None),
@@ -247,13 +281,19 @@ def _load(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame] | int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        results = compare.filter_where(results, args.where)
+        results = filter_where(results, args.where)
     except (KeyError, ValueError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
+    results, left_out = split_unanalysable(results)
+    args.left_out = list(left_out.itertuples(index=False, name=None))
+    for run_id, reason in args.left_out:
+        if not reason.startswith("unreadable"):  # the store already warned about each unreadable one
+            print(f"warning: run {run_id} left out of the analysis: {reason}", file=sys.stderr)
     if results.empty:
         where = " after --where" if args.where else ""
-        print(f"no runs in {', '.join(str(d) for d in dirs)}{where}; nothing to do", file=sys.stderr)
+        named = f" ({len(args.left_out)} left out, named above)" if args.left_out else ""
+        print(f"no runs in {', '.join(str(d) for d in dirs)}{where}{named}; nothing to do", file=sys.stderr)
         return 1
     if len(history):
         history = history[history["run_id"].isin(set(results["run_id"]))]
@@ -296,12 +336,13 @@ def cmd_tables(args: argparse.Namespace) -> int:
 @_guard
 def cmd_plots(args: argparse.Namespace) -> int:
     """``plots DIR``: write DIR/figures/*.{png,pdf}."""
+    formats = _formats(args)  # checked before anything is written
     loaded = _load(args)
     if isinstance(loaded, int):
         return loaded
     results, history = loaded
     out = args.out or Path(args.dir) / "figures"
-    paths, messages = figures.make_figures(results, history, out, _formats(args), args.animation)
+    paths, messages = figures.make_figures(results, history, out, formats, args.animation)
     for m in messages:
         print(f"note: {m}", file=sys.stderr)
     print(f"wrote {len(paths)} files to {out}")
@@ -311,17 +352,14 @@ def cmd_plots(args: argparse.Namespace) -> int:
 @_guard
 def cmd_compare(args: argparse.Namespace) -> int:
     """``compare DIR --baseline NAME``: write DIR/compare/vs-<baseline>/ and print the comparison."""
+    settings, formats = _settings(args), _formats(args)  # every option checked before anything is written
     loaded = _load(args)
     if isinstance(loaded, int):
         return loaded
     results, _ = loaded
-    settings = _settings(args)
     if args.plan is not None:
-        if not Path(args.plan).is_file():
-            print(f"error: --plan {args.plan} is not a file", file=sys.stderr)
-            return 2
-        plan = pd.read_csv(args.plan)
-        est = compare.estimate_cost(plan, results)
+        plan = _read_plan(Path(args.plan))
+        est = estimate_cost(plan, results)
         print(render.markdown_grid(est.fillna("n/a").astype(str)))
         print(
             f"\nestimated total: {est['est_hours'].sum(min_count=1):.3f} device-hours "
@@ -332,7 +370,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print("error: with several results folders, say where the comparison goes: --out FOLDER", file=sys.stderr)
         return 2
     out_dir = args.out or Path(args.dirs[0]) / "compare" / report.baseline_dir_name(settings.baseline)
-    out = report.write_comparison(results, out_dir, settings, _formats(args))
+    out = report.write_comparison(results, out_dir, settings, formats, left_out=args.left_out)
     print(out.markdown)
     print(f"wrote {len(out.files)} files to {out_dir}")
     return 0
@@ -341,12 +379,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 @_guard
 def cmd_report(args: argparse.Namespace) -> int:
     """``report DIR``: write DIR/report.md plus its tables, figures and comparison."""
+    settings, formats = _settings(args), _formats(args)  # every option checked before anything is written
     loaded = _load(args)
     if isinstance(loaded, int):
         return loaded
     results, history = loaded
     path = report.build_report(
-        args.dir, _settings(args), results=results, history=history, formats=_formats(args), animation=args.animation
+        args.dir, settings, results=results, history=history, formats=formats, animation=args.animation,
+        left_out=args.left_out,
     )
     print(f"wrote {path}")
     return 0

@@ -54,7 +54,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from . import compare
+from .labels import display_optimizer, _short_name
 
 #: extra spellings per field: normalised alias -> the paper's label (normalisation: see module docstring)
 ALIASES: dict[str, dict[str, str]] = {
@@ -273,8 +273,8 @@ def run_field(row: pd.Series, name: str, labels: Sequence[str]) -> str | None:
         opt = _get(row, "optimizer.name")
         if _missing(opt):
             return None
-        short = compare._short_name(str(opt))
-        return canonical_label(name, compare.display_optimizer(short), labels)
+        short = _short_name(str(opt))
+        return canonical_label(name, display_optimizer(short), labels)
     if name == "model":
         return canonical_label(name, run_model(row), labels)
     if name == "setting":

@@ -13,7 +13,12 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from . import compare, figures, plots, tables
+from . import figures, plots, tables
+from .costs import cost_left_out, cost_summary, run_costs
+from .labels import canonical_optimizer, filter_where
+from .metric_choice import FAILED_STATUSES, split_unanalysable
+from .paired import CompareSettings, paired_comparison, win_tie_loss
+from .profiles import performance_profile, performance_ratios, score_matrix
 from .paper import PAPER_LABEL, paper_tables
 from .render import _fmt, atomic_write_text, markdown_grid, to_markdown, write_tables
 
@@ -49,7 +54,7 @@ def load(results_dir: Path | Sequence[Path]) -> tuple[pd.DataFrame, pd.DataFrame
 class ComparisonOutput:
     """Frames and files of one comparison against a baseline."""
 
-    settings: compare.CompareSettings
+    settings: CompareSettings
     comparison: pd.DataFrame
     wins: pd.DataFrame
     ratios: pd.DataFrame
@@ -58,6 +63,10 @@ class ComparisonOutput:
     out_dir: Path
     files: list[Path] = field(default_factory=list)
     markdown: str = ""
+    #: ``(run id, reason)`` of every run the comparison leaves out (besides diverged/failed ones)
+    left_out: list[tuple[str, str]] = field(default_factory=list)
+    #: ``(run id, reason)`` of the finished runs whose wall time is not in the cost totals
+    cost_left_out: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _f(x: Any, digits: int = 3, signed: bool = False) -> str:
@@ -71,7 +80,8 @@ def comparison_markdown(out: ComparisonOutput, figure_prefix: str = "") -> str:
     lines = [
         f"### Comparison with `{base}`",
         "",
-        s.describe() + " failed = diverged or failed runs (method / baseline), not in the pairs.",
+        s.describe() + " failed = diverged or failed runs (method / baseline), not in the pairs; left out = done "
+        "runs whose metric is missing, not a number or not finite (named below the table).",
         "",
     ]
     if out.comparison.empty:
@@ -99,9 +109,14 @@ def comparison_markdown(out: ComparisonOutput, figure_prefix: str = "") -> str:
                     f"{a} / {b}"
                     for a, b in zip(out.comparison["failed_method"], out.comparison["failed_baseline"], strict=True)
                 ],
+                "left out": [
+                    f"{a} / {b}"
+                    for a, b in zip(out.comparison["left_out_method"], out.comparison["left_out_baseline"], strict=True)
+                ],
             }
         )
         lines += [markdown_grid(view), "", "Wins / ties / losses across task groups:", "", markdown_grid(out.wins), ""]
+    lines += left_out_lines(out.left_out, "the comparison")
     for f in out.files:
         if f.suffix == ".png":
             lines.append(f"![{f.stem}]({figure_prefix}{f.name})")
@@ -125,6 +140,7 @@ def comparison_markdown(out: ComparisonOutput, figure_prefix: str = "") -> str:
             )
     if not out.costs.empty:
         cost_view = out.costs.copy()
+        lines += ["", *left_out_lines(out.cost_left_out, "the cost totals")]
         for c in ("median_step_time_s", "mean_wall_s", "total_wall_h", "gpu_hours"):
             cost_view[c] = cost_view[c].map(lambda v: _f(v, 4))
         lines += [
@@ -137,29 +153,43 @@ def comparison_markdown(out: ComparisonOutput, figure_prefix: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def left_out_lines(left_out: Sequence[tuple[str, str]], what: str) -> list[str]:
+    """Markdown naming every run left out of ``what`` with its reason (nothing when none is)."""
+    if not left_out:
+        return []
+    return [f"{len(left_out)} run(s) left out of {what}:", "",
+            *(f"- `{run_id}`: {reason}" for run_id, reason in left_out), ""]
+
+
 def write_comparison(
     results: pd.DataFrame,
     out_dir: Path,
-    settings: compare.CompareSettings | None = None,
+    settings: CompareSettings | None = None,
     formats: Sequence[str] = ("png", "pdf"),
+    left_out: Sequence[tuple[str, str]] = (),
 ) -> ComparisonOutput:
     """Compute and write a comparison: ``comparison.csv``, ``wins.csv``, ``costs.csv``,
     ``performance_ratios.csv``, ``comparison.md``, and the profile and difference figures (PNG + PDF).
+    ``left_out``: runs already left out while loading (unreadable, unknown status), named in the Markdown.
     Raises ``KeyError`` when the baseline has no runs (the message lists the optimizers)."""
     out_dir = Path(out_dir)
-    settings = settings or compare.CompareSettings()
-    comparison = compare.paired_comparison(results, settings)
-    wins = compare.win_tie_loss(comparison)
-    scores, modes = compare.score_matrix(results, settings)
-    ratios = compare.performance_ratios(scores, modes) if not scores.empty else pd.DataFrame()
-    profile = compare.performance_profile(ratios) if not ratios.empty else pd.DataFrame()
-    costs = compare.cost_summary(results)
+    settings = settings or CompareSettings()
+    results, unanalysable = split_unanalysable(results)
+    comparison = paired_comparison(results, settings)
+    wins = win_tie_loss(comparison)
+    scores, modes = score_matrix(results, settings)
+    ratios = performance_ratios(scores, modes) if not scores.empty else pd.DataFrame()
+    profile = performance_profile(ratios) if not ratios.empty else pd.DataFrame()
+    costs = cost_summary(results)
     out = ComparisonOutput(settings, comparison, wins, ratios, profile, costs, out_dir)
+    out.left_out = sorted({*left_out, *unanalysable.itertuples(index=False, name=None),
+                           *comparison.attrs.get("left_out", [])})
+    out.cost_left_out = cost_left_out(results)
     files = [
         atomic_write_text(out_dir / "comparison.csv", comparison.to_csv(index=False)),
         atomic_write_text(out_dir / "wins.csv", wins.to_csv(index=False)),
         atomic_write_text(out_dir / "costs.csv", costs.to_csv(index=False)),
-        atomic_write_text(out_dir / "run_costs.csv", compare.run_costs(results).to_csv(index=False)),
+        atomic_write_text(out_dir / "run_costs.csv", run_costs(results).to_csv(index=False)),
     ]
     if not ratios.empty:
         files.append(atomic_write_text(out_dir / "performance_ratios.csv", ratios.to_csv()))
@@ -176,7 +206,7 @@ def write_comparison(
 
 def baseline_dir_name(baseline: str) -> str:
     """Folder name for a comparison against ``baseline`` (import paths made file-name safe)."""
-    return "vs-" + plots.safe_name(compare.canonical_optimizer(baseline))
+    return "vs-" + plots.safe_name(canonical_optimizer(baseline))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -201,7 +231,7 @@ def _overview(results: pd.DataFrame, results_dir: Path) -> list[str]:
                     f"- {what}: {', '.join(f'`{v}`' for v in values[:12])}{' ...' if len(values) > 12 else ''}"
                 )
     if "timing.wall_s" in results.columns:
-        costs = compare.run_costs(results)
+        costs = run_costs(results)
         lines.append(
             f"- total wall time {_f(costs['wall_s'].sum() / 3600.0, 3)} h, "
             f"GPU-hours {_f(costs['gpu_hours'].sum(), 3)}"
@@ -212,7 +242,7 @@ def _overview(results: pd.DataFrame, results_dir: Path) -> list[str]:
 def _failures(results: pd.DataFrame) -> list[str]:
     if "status" not in results.columns:
         return []
-    bad = results[results["status"].isin(compare.FAILED_STATUSES)]
+    bad = results[results["status"].isin(FAILED_STATUSES)]
     if bad.empty:
         return []
     view = pd.DataFrame(
@@ -237,28 +267,33 @@ def _failures(results: pd.DataFrame) -> list[str]:
 
 def build_report(
     results_dir: Path,
-    settings: compare.CompareSettings | None = None,
+    settings: CompareSettings | None = None,
     where: Sequence[str] = (),
     results: pd.DataFrame | None = None,
     history: pd.DataFrame | None = None,
     formats: Sequence[str] = ("png", "pdf"),
     animation: bool = False,
+    left_out: Sequence[tuple[str, str]] = (),
 ) -> Path:
     """Write the tables, figures and comparison of ``results_dir`` and ``results_dir/report.md``; return it.
 
     ``results``/``history`` may be passed in (e.g. already filtered); by default they are loaded from the
     store. The comparison is made against ``settings.baseline`` (AdamP by default) when it has runs.
+    ``left_out``: runs already left out while loading (named in the report with their reasons).
     """
     results_dir = Path(results_dir)
-    settings = settings or compare.CompareSettings()
+    settings = settings or CompareSettings()
     if results is None or history is None:
         loaded_results, loaded_history = load(results_dir)
         results = loaded_results if results is None else results
         history = loaded_history if history is None else history
-    results = compare.filter_where(results, where)
+    results, unanalysable = split_unanalysable(results)
+    left_out = sorted({*left_out, *unanalysable.itertuples(index=False, name=None)})
+    results = filter_where(results, where)
     history = history[history["run_id"].isin(set(results["run_id"]))] if len(history) else history
 
     lines = _overview(results, results_dir)
+    lines += left_out_lines(left_out, "this report (not in any table, comparison or figure)")
     if where:
         lines += [f"Filtered with: {', '.join(f'`{w}`' for w in where)}", ""]
 
@@ -281,7 +316,7 @@ def build_report(
     lines += ["## Comparison", ""]
     try:
         cmp_dir = results_dir / "compare" / baseline_dir_name(settings.baseline)
-        out = write_comparison(results, cmp_dir, settings, formats)
+        out = write_comparison(results, cmp_dir, settings, formats, left_out=left_out)
         rel = cmp_dir.relative_to(results_dir).as_posix() + "/"
         lines.append(comparison_markdown(out, figure_prefix=rel))
     except (KeyError, ValueError) as exc:

@@ -37,7 +37,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import compare, toy
+from . import toy
+from .labels import canonical_optimizer, display_optimizer, group_labels, method_labels, _short_name
+from .metric_choice import DONE, FAILED_STATUSES, done_runs, metric_left_out, numbers, primary_metric
+from .paired import _COMPARE_COLUMNS, CompareSettings, paired_comparison, _seed_text
 from .fields import _get, _missing, norm, reduced_reason, run_dataset, run_field, table_tags
 from .paper import PAPER_LABEL, load_paper_table
 from .render import Table, _fmt, _mean_std
@@ -49,7 +52,7 @@ VERDICTS = ("reproduced", "not reproduced", "not comparable", "missing")
 def _metric_column(runs: pd.DataFrame, paper_metric: str) -> str | None:
     for name in METRIC_COLUMNS.get(paper_metric, ()):
         col = f"metrics.{name}"
-        if col in runs.columns and pd.to_numeric(runs[col], errors="coerce").notna().any():
+        if col in runs.columns and runs[col].notna().any():  # text too: left out by name, never parsed
             return col
     return None
 
@@ -120,8 +123,9 @@ def _stats(
         return out
     col = _metric_column(runs, paper_metric)
     statuses = runs["status"] if "status" in runs.columns else pd.Series("done", index=runs.index)
-    out["n_failed"] = int(statuses.isin(compare.FAILED_STATUSES).sum())
-    out["n_pending"] = int((~statuses.isin((compare.DONE, *compare.FAILED_STATUSES))).sum())
+    out["n_failed"] = int(statuses.isin(FAILED_STATUSES).sum())
+    out["n_pending"] = int((~statuses.isin((DONE, *FAILED_STATUSES))).sum())
+    out["left_out"] = metric_left_out(runs, col) if col is not None else []
     reasons = {}
     for idx, row in runs.iterrows():
         reason = reduced_reason(row, full_max_steps)
@@ -139,9 +143,9 @@ def _stats(
         if reason is None:
             reason = setting_differs(row)
         reasons[idx] = reason
-    done = runs[statuses == compare.DONE]
+    done = runs[statuses == DONE]
     if col is not None:
-        done = done[np.isfinite(pd.to_numeric(done[col], errors="coerce").to_numpy(dtype=float))]
+        done = done[np.isfinite(numbers(done[col]).to_numpy(dtype=float))]
     else:
         done = done.iloc[0:0]
     full = done[[reasons[i] is None for i in done.index]]
@@ -152,12 +156,12 @@ def _stats(
     out["n_other"] = int(len(done) - len(use))
     if use.empty or col is None:
         return out
-    values = pd.to_numeric(use[col]).to_numpy(dtype=float)
+    values = numbers(use[col]).to_numpy(dtype=float)
     out.update(
         n=int(values.size),
         mean=float(values.mean()),
         std=float(values.std(ddof=1)) if values.size >= 2 else np.nan,
-        seeds=",".join(str(compare._seed_text(s)) for s in sorted(use["train.seed"].tolist(), key=str))
+        seeds=",".join(str(_seed_text(s)) for s in sorted(use["train.seed"].tolist(), key=str))
         if "train.seed" in use.columns
         else "",
         metric_column=col,
@@ -242,6 +246,8 @@ def paper_table(results: pd.DataFrame, table_id: str, paper_dir: Path | None = N
             notes.append(f"{st['n_failed']} diverged/failed run(s)")
         if st["n_pending"]:
             notes.append(f"{st['n_pending']} unfinished run(s)")
+        if st.get("left_out"):
+            notes.append("left out: " + ", ".join(f"{rid} ({why})" for rid, why in st["left_out"]))
         if st.get("shared"):
             notes.append("runs taken from Table 1")
         record.update(
@@ -364,20 +370,22 @@ def summary_table(
         else [
             c
             for c in frame.columns
-            if c.startswith("metrics.") and pd.to_numeric(frame[c], errors="coerce").notna().any()
+            if c.startswith("metrics.") and frame[c].notna().any()
         ]
     )
     records = []
+    notes: list[str] = []
     if not frame.empty:
-        frame["_group"] = compare.group_labels(frame)
-        frame["_method"] = compare.method_labels(frame, frame["_group"])
+        frame["_group"] = group_labels(frame)
+        frame["_method"] = method_labels(frame, frame["_group"])
         for (group, method), sub in frame.groupby(["_group", "_method"], sort=True):
-            n_failed = int(sub["status"].isin(compare.FAILED_STATUSES).sum()) if "status" in sub.columns else 0
+            n_failed = int(sub["status"].isin(FAILED_STATUSES).sum()) if "status" in sub.columns else 0
             for col in metric_cols:
-                done = compare.done_runs(sub, col)
-                values = pd.to_numeric(done[col], errors="coerce").to_numpy(dtype=float) if len(done) else np.array([])
-                if col not in sub.columns or not pd.to_numeric(sub[col], errors="coerce").notna().any():
-                    if values.size == 0 and n_failed == 0:
+                done = done_runs(sub, col)
+                values = numbers(done[col]).to_numpy(dtype=float) if len(done) else np.array([])
+                left = metric_left_out(sub, col)
+                if col not in sub.columns or not numbers(sub[col]).notna().any():
+                    if values.size == 0 and n_failed == 0 and not left:
                         continue
                 records.append(
                     {
@@ -388,13 +396,14 @@ def summary_table(
                         "mean": float(values.mean()) if values.size else np.nan,
                         "std": float(values.std(ddof=1)) if values.size >= 2 else np.nan,
                         "seeds": ",".join(
-                            str(compare._seed_text(s)) for s in sorted(done["train.seed"].tolist(), key=str)
+                            str(_seed_text(s)) for s in sorted(done["train.seed"].tolist(), key=str)
                         )
                         if "train.seed" in done.columns
                         else "",
                         "n_failed": n_failed,
                     }
                 )
+                notes += [f"left out of {group} / {method}: {rid} ({why})" for rid, why in left]
     cells = pd.DataFrame(records, columns=["group", "method", "metric", "n", "mean", "std", "seeds", "n_failed"])
     layout_rows = []
     for (group, method), sub in cells.groupby(["group", "method"], sort=False):
@@ -414,33 +423,33 @@ def summary_table(
         "Mean ± sample std over finished seeds (status done); the mean alone with one seed; seeds = finished runs; "
         "failed = diverged or failed runs (not in the mean). No paper numbers exist for this table."
     )
-    return Table(name=name, title=title, caption=caption, cells=cells, layout=layout)
+    return Table(name=name, title=title, caption=caption, cells=cells, layout=layout, notes=list(dict.fromkeys(notes)))
 
 
-def digits_table(results: pd.DataFrame, settings: compare.CompareSettings | None = None) -> Table | None:
+def digits_table(results: pd.DataFrame, settings: CompareSettings | None = None) -> Table | None:
     """The digits demo (``task`` classification, ``data.name`` digits): accuracy per optimizer, and the
     paired comparison vs the baseline (AdamP by default) over matched seeds with a t interval."""
-    settings = settings or compare.CompareSettings()
+    settings = settings or CompareSettings()
     if not {"task", "data.name"} <= set(results.columns):
         return None
     runs = results[(results["task"] == "classification") & (results["data.name"].astype(str) == "digits")]
     if runs.empty:
         return None
-    metric, mode = compare.primary_metric(runs, "classification", settings.metric, settings.mode)
+    metric, mode = primary_metric(runs, "classification", settings.metric, settings.mode)
     summary = summary_table(runs, [metric], name="digits_demo", title="Digits demo", digits=2)
     cells = summary.cells.copy()
     notes = []
     try:
-        paired = compare.paired_comparison(runs, settings)
+        paired = paired_comparison(runs, settings)
     except (KeyError, ValueError) as exc:  # no baseline runs, or several baseline settings: say so, keep the table
-        paired = pd.DataFrame(columns=compare._COMPARE_COLUMNS)
+        paired = pd.DataFrame(columns=_COMPARE_COLUMNS)
         notes.append(f"no paired comparison: {exc}")
     paired = paired.astype({"n_pairs": "Int64"})
     merged = cells.merge(
         paired[["group", "method", "n_pairs", "delta", "ci_lo", "ci_hi", "outcome"]], how="left", on=["group", "method"]
     )
     layout_rows = []
-    base_label = compare.display_optimizer(settings.baseline)
+    base_label = display_optimizer(settings.baseline)
     for _, c in merged.iterrows():
         is_base = _safe_is(str(c["method"]), settings.baseline)
         layout_rows.append(
@@ -474,8 +483,8 @@ def digits_table(results: pd.DataFrame, settings: compare.CompareSettings | None
 
 def _safe_is(method: str, baseline: str) -> bool:
     try:
-        return compare.canonical_optimizer(method.split("[")[0]) == compare.canonical_optimizer(baseline) or (
-            compare._short_name(method.split("[")[0]) == compare._short_name(baseline)
+        return canonical_optimizer(method.split("[")[0]) == canonical_optimizer(baseline) or (
+            _short_name(method.split("[")[0]) == _short_name(baseline)
         )
     except Exception:  # noqa: BLE001 - a label that is not an optimizer name is simply not the baseline
         return False
@@ -552,7 +561,7 @@ def other_table(results: pd.DataFrame, used_run_ids: Iterable[str]) -> Table | N
     metrics = []
     for task in sorted(set(rest["task"].astype(str))) if "task" in rest.columns else []:
         try:
-            metrics.append(compare.primary_metric(rest, task)[0])
+            metrics.append(primary_metric(rest, task)[0])
         except KeyError:
             continue
     metrics = [m for m in dict.fromkeys(metrics) if f"metrics.{m}" in rest.columns]
@@ -561,7 +570,7 @@ def other_table(results: pd.DataFrame, used_run_ids: Iterable[str]) -> Table | N
 
 
 def build_tables(
-    results: pd.DataFrame, paper_dir: Path | None = None, settings: compare.CompareSettings | None = None
+    results: pd.DataFrame, paper_dir: Path | None = None, settings: CompareSettings | None = None
 ) -> list[Table]:
     """Every table that has runs: toy (t00), the paper tables t01/t02/t03/t05/t06/t07, the digits demo, and the
     runs that fit none of them."""

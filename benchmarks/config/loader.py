@@ -23,6 +23,8 @@ from typing import Any, Iterable, Mapping
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from benchmarks.safe_read import MAX_CONFIG_BYTES, describe, read_regular
+
 from .errors import ConfigError
 
 #: the most nodes a YAML document may hold with every alias expanded (a real config has a few hundred; a
@@ -165,11 +167,11 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """Read one YAML file into a dict (no inheritance). Errors name the file and line."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except OSError as exc:  # a FIFO, a device, a folder, a symlink loop, no permission, a runaway size
+        raise ConfigError(f"cannot read config file {path}: {describe(exc)}; a config is a YAML text file") from None
     data = parse_yaml(decode_config_text(raw, str(path)), source=str(path))
     if data is None:
         return {}
@@ -199,8 +201,8 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = (), *, _chai
     is consumed. Inheritance cycles and missing bases are errors naming the file.
     """
     path = Path(path)
-    resolved = path.resolve()
     data = load_yaml(path)
+    resolved = Path(os.path.realpath(path))  # realpath, not resolve(): it never raises on a symlink loop
     bases = data.pop("base", None)
     if bases is None:
         bases = []
@@ -212,15 +214,19 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = (), *, _chai
     zip_source: str | None = None
     for base in bases:
         base_path = (path.parent / base) if not os.path.isabs(base) else Path(base)
-        if not base_path.exists():
+        if not base_path.exists() and not base_path.is_symlink():
             raise ConfigError(
                 f"`base: {base}` not found (looked for {base_path}; paths are relative to this file)",
                 source=str(path),
             )
-        if base_path.resolve() in (*_chain, resolved):
-            cycle = " -> ".join(str(p) for p in (*_chain, resolved, base_path.resolve()))
+        base_real = Path(os.path.realpath(base_path))
+        if base_real in (*_chain, resolved):
+            cycle = " -> ".join(str(p) for p in (*_chain, resolved, base_real))
             raise ConfigError(f"`base:` inheritance cycle: {cycle}", source=str(path))
-        layer = load_config(base_path, _chain=(*_chain, resolved))
+        try:
+            layer = load_config(base_path, _chain=(*_chain, resolved))
+        except ConfigError as exc:  # the base's own errors name the base; unreadable ones say who names it
+            raise exc.with_source(str(path)) from None
         zip_source = _check_zip_layers(merged, layer, zip_source, str(base_path), str(path))
         merged = deep_merge(merged, layer)
     _check_zip_layers(merged, data, zip_source, str(path), str(path))

@@ -77,6 +77,10 @@ def _task_class(name: str):
         cls = resolve_task_class(name)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"task `{name}` cannot be imported: {type(exc).__name__}: {exc}") from None
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a module named in `task:` runs at import
+        from .imports import import_failure
+
+        raise import_failure(f"task `{name}`", "task", exc) from None
     from benchmarks.tasks.base import Task
 
     if not (isinstance(cls, type) and issubclass(cls, Task)):

@@ -466,7 +466,9 @@ class _LiveLines:
 def last_progress_line(log_path: str | os.PathLike, tail_bytes: int = 8192) -> str | None:
     """The last ``[HH:MM:SS] step ...`` line a run wrote to its log file (see ``training.history.progress_line``)."""
     try:
-        with open(log_path, "rb") as fh:
+        from benchmarks.safe_read import open_regular
+
+        with open_regular(log_path) as fh:  # a FIFO put in its place must not block the sweep display
             fh.seek(0, os.SEEK_END)
             size = fh.tell()
             fh.seek(max(0, size - tail_bytes))

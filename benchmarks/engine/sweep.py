@@ -14,6 +14,7 @@ stops with a ConfigError unless the caller lifts the limit (``--allow-large-grid
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import os
@@ -100,6 +101,38 @@ def check_out_dir(out: str | os.PathLike) -> None:
     if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
         what = f"{out} is" if probe == out else f"{probe} (where {out} would be created) is"
         raise ConfigError(f"results folder: {what} not writable; pass --out DIR with a folder you can write")
+    for sub in (store.RUNS_DIR, store.SWEEPS_DIR):
+        path = out / sub
+        if os.path.lexists(path) and not path.is_dir():
+            raise ConfigError(f"results folder {out}: {path} is {_kind(path)}, where the suite keeps a folder; "
+                              f"move it away (or pass another --out)")
+
+
+def _kind(path: Path) -> str:
+    """``a file``, ``a FIFO (named pipe)``, ``a broken symbolic link``, ``a symbolic link loop``, ..."""
+    from benchmarks.safe_read import kind_of
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return "a symbolic link loop" if exc.errno == errno.ELOOP else "a broken symbolic link"
+    return kind_of(mode)
+
+
+def check_run_folders(plan: "SweepPlan") -> None:
+    """A run to (re)run must be writable where it lives: its folder a folder and its record.json not a
+    folder (the atomic rewrite of a truncated or wrong-typed record replaces a file, never a folder)."""
+    problems = []
+    for r in plan.to_run:
+        run_dir = r.spec.run_dir
+        if os.path.lexists(run_dir) and not run_dir.is_dir():
+            problems.append(f"{run_dir} is {_kind(run_dir)}, not a run folder")
+        elif (run_dir / store.RECORD).is_dir():
+            problems.append(f"{run_dir / store.RECORD} is a folder, not a record")
+    if problems:
+        shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
+        raise ConfigError(f"{len(problems)} run(s) cannot be written where they live: {shown}; move them away "
+                          f"and rerun")
 
 
 def _data_key(resolved: Mapping[str, Any]) -> str:
@@ -229,14 +262,18 @@ def plan_sweep(configs: Sequence[str | os.PathLike], overrides: Sequence[str] = 
                 continue
             seen.add((out, run_id))
             status = statuses.get(run_id)
+            if status is None and os.path.lexists(out / store.RUNS_DIR / run_id / store.RECORD):
+                status = store.UNREADABLE  # damaged: run again, and the rerun rewrites it
             skip = status in store.FINISHED or (status == "failed" and not retry_failed)
             runs.append(PlannedRun(
                 spec=RunSpec(run_id=run_id, config=resolved, out_dir=out, point=point),
                 source=str(config), label=describe_point(point), status=status,
                 action="skip" if skip else "run",
             ))
-    return SweepPlan(runs=runs, warnings=warnings, configs=[str(c) for c in configs], overrides=list(overrides),
+    plan = SweepPlan(runs=runs, warnings=warnings, configs=[str(c) for c in configs], overrides=list(overrides),
                      smoke=smoke, retry_failed=retry_failed)
+    check_run_folders(plan)
+    return plan
 
 
 #: a dry run lists at most this many runs unless asked for all (the head and the tail of the plan)
