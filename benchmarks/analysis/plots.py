@@ -33,7 +33,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from . import compare
+from .labels import canonical_optimizer, group_labels, method_labels
+from .metric_choice import primary_metric
 
 #: one look for every figure of the suite
 STYLE: dict[str, Any] = {
@@ -117,7 +118,7 @@ class FigureSpec:
 
 def optimizer_color(method: str) -> str:
     """Stable colour of a method label: by optimizer name (the part before ``[``)."""
-    name = compare.canonical_optimizer(str(method).split("[", 1)[0])
+    name = canonical_optimizer(str(method).split("[", 1)[0])
     short = name.rsplit(".", 1)[-1].lower()
     if short in OPTIMIZER_COLORS and ("." not in name or name.startswith("torch.optim.")):
         return OPTIMIZER_COLORS[short]
@@ -177,8 +178,8 @@ def curve_stats(
 
 def _groups(results: pd.DataFrame) -> pd.DataFrame:
     frame = results.copy()
-    frame["_group"] = compare.group_labels(frame)
-    frame["_method"] = compare.method_labels(frame, frame["_group"])
+    frame["_group"] = group_labels(frame)
+    frame["_method"] = method_labels(frame, frame["_group"])
     return frame
 
 
@@ -223,7 +224,7 @@ def training_curves(results: pd.DataFrame, history: pd.DataFrame) -> list[Figure
             panels.append(Panel("training loss", xname, "loss", train_series))
         task = str(runs["task"].iloc[0]) if "task" in runs.columns else None
         try:
-            primary, mode = compare.primary_metric(runs, task)
+            primary, mode = primary_metric(runs, task)
         except KeyError:
             primary, mode = None, None
         val_metrics = sorted(set(hist.loc[hist["split"] == "val", "metric"]))

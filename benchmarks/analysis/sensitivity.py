@@ -26,7 +26,7 @@ import pandas as pd
 from scipy import stats as _st
 
 from . import stats
-from .compare import done_runs, primary_metric
+from .metric_choice import done_runs, primary_metric
 
 POWER = 0.8
 #: seeds at which the broken probe must be a loss for a task to give verdicts, and the moderate probe's n

@@ -35,7 +35,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .compare import performance_profile, performance_ratios
+from .profiles import performance_profile, performance_ratios
 
 
 def _val_curve(history: pd.DataFrame, run_id: str, metric: str) -> pd.DataFrame:

@@ -20,7 +20,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import compare, paper
+from . import paper
+from .labels import NON_SEMANTIC_TRAIN_KEYS, display_optimizer, hashable
 
 #: per-step quantities the toy tasks log (history split "train")
 TRAJECTORY_METRICS: dict[str, tuple[str, ...]] = {
@@ -77,7 +78,7 @@ def method_kind(row: Mapping[str, Any]) -> str:
         if wd > 0:
             base += " + WD"
         return base + nesterov_text + (" (paper semantics)" if paper_semantics else "")
-    return compare.display_optimizer(name) + wd_text
+    return display_optimizer(name) + wd_text
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -123,9 +124,9 @@ def _setting_columns(runs: pd.DataFrame) -> list[str]:
     for col in runs.columns:
         if not col.startswith(("data.", "model.", "optimizer.", "train.")):
             continue
-        if col in compare.NON_SEMANTIC_TRAIN_KEYS or col in _METHOD_KEYS or col == "optimizer.lr":
+        if col in NON_SEMANTIC_TRAIN_KEYS or col in _METHOD_KEYS or col == "optimizer.lr":
             continue
-        values = runs[col].map(compare.hashable)
+        values = runs[col].map(hashable)
         if col.startswith("optimizer."):
             varies = any(v.nunique(dropna=True) > 1 for _, v in values.groupby(names))
         else:
@@ -144,7 +145,7 @@ def unique_settings(runs: pd.DataFrame) -> pd.DataFrame:
     keys = ["method", "momentum", "lr", "weight_decay", *_setting_columns(runs)]
     frame = runs.copy()
     frame["_log_every"] = frame["train.log_every"] if "train.log_every" in frame.columns else 1
-    frame["_key"] = [tuple(compare.hashable(v) for v in row) for row in frame[keys].itertuples(index=False)]
+    frame["_key"] = [tuple(hashable(v) for v in row) for row in frame[keys].itertuples(index=False)]
     frame = frame.sort_values(["_log_every", "run_id"], kind="stable").drop_duplicates("_key")
     return frame.drop(columns=["_log_every", "_key"]).sort_index()
 
@@ -153,7 +154,7 @@ def _aggregate(runs: pd.DataFrame, keys: list[str], metrics: Sequence[str]) -> p
     """Mean of each ``metrics.<m>`` per group of ``keys`` (toys are deterministic: several seeds agree)."""
     frame = runs.copy()
     for k in keys:
-        frame[k] = frame[k].map(compare.hashable)
+        frame[k] = frame[k].map(hashable)
     cols = {m: f"metrics.{m}" for m in metrics if f"metrics.{m}" in frame.columns}
     grouped = frame.groupby(keys, dropna=False, sort=True)
     out = grouped[list(cols.values())].mean().rename(columns={v: k for k, v in cols.items()})

@@ -67,7 +67,8 @@ def side_frame(plan: TaskPlan, folder: Path):
 def judge_task(plan: TaskPlan, folder: Path, optimizer: str, alpha: float,
                margins: Mapping[str, float]) -> dict[str, Any]:
     """The paired comparison of the user's runs with the baseline's on one task (see the module doc)."""
-    from benchmarks.analysis.compare import CompareSettings, done_runs, paired_comparison, primary_metric
+    from benchmarks.analysis.metric_choice import done_runs, primary_metric
+    from benchmarks.analysis.paired import CompareSettings, paired_comparison
 
     frame, shared = side_frame(plan, folder)
     out: dict[str, Any] = {"outcome": "no verdict", "reason": "", "card": card_line(plan.card, None, alpha)}
