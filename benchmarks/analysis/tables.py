@@ -383,7 +383,9 @@ def summary_table(
             for col in metric_cols:
                 done = done_runs(sub, col)
                 values = numbers(done[col]).to_numpy(dtype=float) if len(done) else np.array([])
-                left = metric_left_out(sub, col)
+                # a metric no run of the task group reports is not this group's (toy2d beside toy3d): not left out
+                applies = col in frame.columns and frame.loc[frame["_group"] == group, col].notna().any()
+                left = metric_left_out(sub, col) if applies else []
                 if col not in sub.columns or not numbers(sub[col]).notna().any():
                     if values.size == 0 and n_failed == 0 and not left:
                         continue

@@ -473,7 +473,7 @@ def _seeds(text: str | None) -> list[int]:
 
 
 def register(subparsers: Any) -> None:
-    from benchmarks.engine import slurm as slurm_module
+    from benchmarks.engine import slurm_settings as slurm_module
     from benchmarks.engine.executors import EXECUTORS
 
     p = subparsers.add_parser(
