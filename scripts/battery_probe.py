@@ -81,6 +81,8 @@ def summarise(out: Path, probes: list[str], seeds: list[int]) -> None:
     table = {}
     for name in probes:
         frame = load_results(out / name)
+        if "train.seed" not in frame.columns:
+            continue
         frame = frame[(frame["status"] == "done") & frame["train.seed"].isin(seeds)]
         if frame.empty:
             continue
