@@ -221,7 +221,7 @@ def cmd_compare_mine(args: argparse.Namespace) -> int:
     rows: list[str] = []
     failed = []
     report = args.out / "report.md"
-    print("\n" + summary_header(), flush=True)
+    print("\n" + summary_header(alpha), flush=True)
     try:
         if toy:
             rc = launch.run(toy_paths, args.out / "toy", args.executor, args.max_parallel, log=args.out / "toy" / LOG)

@@ -109,8 +109,9 @@ def judge_task(plan: TaskPlan, folder: Path, optimizer: str, alpha: float,
     return out
 
 
-def summary_header() -> str:
-    return ("| task | metric | n | yours − AdamP | CI | verdict | why | what this task detects |\n"
+def summary_header(alpha: float | None = None) -> str:
+    ci = "CI" if alpha is None else f"{100 * (1 - alpha):.3g}% CI"
+    return (f"| task | metric | n | yours − AdamP | {ci} | verdict | why | what this task detects |\n"
             "| --- | --- | --- | --- | --- | --- | --- | --- |")
 
 
@@ -182,7 +183,7 @@ def write_report(path: Path, args: argparse.Namespace, plans: Sequence[TaskPlan]
              + (f" Budget: each optimizer {args.trials} trials per task, selected on validation, then compared at "
                 "these seeds." if getattr(args, "trials", None) else " Both sides at one setting each (no tuning)."),
              "",
-             "## Verdicts", "", summary_header(), *rows, ""]
+             "## Verdicts", "", summary_header(alpha), *rows, ""]
     if done:
         lines.append(overall_line(done, args.optimizer) + ("" if len(done) == len(plans) else
                                                              f" ({len(done)} of {len(plans)} tasks finished)"))
