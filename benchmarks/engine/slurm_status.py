@@ -87,11 +87,13 @@ def _scheduler_rows(job_ids: list[str], cache_file: Path | None, max_age_s: floa
     if not wanted:
         return {}
     if cache_file is not None:
+        from benchmarks.store import read_json_checked
+
+        cached, _ = read_json_checked(cache_file)  # a regular file of bounded size, or nothing
         try:
-            cached = json.loads(Path(cache_file).read_text())
-            if cached.get("arrays") == wanted and time.time() - float(cached["queried_at"]) < max_age_s:
+            if cached and cached.get("arrays") == wanted and time.time() - float(cached["queried_at"]) < max_age_s:
                 return cached["rows"]
-        except (OSError, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             pass
     rows = _query_sacct(wanted)
     source = "sacct"
@@ -116,10 +118,11 @@ def _scheduler_rows(job_ids: list[str], cache_file: Path | None, max_age_s: floa
 
 
 def _record_status(out_dir: Path, run_id: str) -> str | None:
-    try:
-        return json.loads((Path(out_dir) / "runs" / run_id / "record.json").read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        return None
+    from benchmarks.store import read_record
+
+    record = read_record(Path(out_dir) / "runs" / run_id)  # None when missing or unreadable
+    status = record.get("status") if record else None
+    return status if isinstance(status, str) else None
 
 
 def slurm_status(entries: Sequence[Mapping[str, Any]], out_dir: Path, cache_file: Path | None = None,

@@ -156,6 +156,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             elif task.name in existing:
                 card["seconds_per_run"] = existing[task.name].get("seconds_per_run")
             existing[task.name] = card
+            order = battery.names()  # the battery's order, then cards of tasks it no longer has
+            existing = {k: existing[k] for k in sorted(existing, key=lambda k: (k not in order, order.index(k)
+                                                                               if k in order else 0, k))}
             write_cards(args.cards, existing, machine)
             from benchmarks.analysis.sensitivity import card_line
 
