@@ -138,6 +138,7 @@ def test_equal_tuning_budgets_before_the_verdict(tmp_path):
     report = (tmp_path / "out" / "report.md").read_text()
     assert "each optimizer got 2 trials per task" in report and "Budget: each optimizer 2 trials" in report
     assert "Expected best top1 over k trials" in report and "Time to target" in report
+    assert "Performance profile over tasks" in report and (tmp_path / "out" / "figures").is_dir()
     # the verdict compares the selected points at the comparison's seeds, never at the tuning seed
     finals = [json.loads(p.read_text()) for p in (tmp_path / "out" / "a" / "tune" / "final" / "runs").glob("*/record.json")]
     assert sorted(r["config"]["train"]["seed"] for r in finals) == [0, 0, 1, 1, 2, 2]

@@ -175,7 +175,7 @@ def print_plan(plans: list[TaskPlan], toy: bool, out: Path, parallel: int, trial
 
 
 def cmd_compare_mine(args: argparse.Namespace) -> int:
-    from .mine_report import (judge_task, overall_line, summary_header, task_row, toy_row, write_report)
+    from .mine_report import judge_task, overall_line, summary_header, task_row, toy_row
 
     try:
         battery = bat.load_battery(args.battery)
@@ -242,16 +242,16 @@ def cmd_compare_mine(args: argparse.Namespace) -> int:
             p.result = judge_task(judged, folder, args.optimizer, alpha, margins)
             rows.append(task_row(p, alpha))
             print(rows[-1], flush=True)
-            write_report(report, args, plans, rows, skipped, alpha, seeds)
+            _write(report, args, plans, rows, skipped, alpha, seeds)
     except KeyboardInterrupt:
-        write_report(report, args, plans, rows, skipped, alpha, seeds)
+        _write(report, args, plans, rows, skipped, alpha, seeds)
         print(f"\ninterrupted: the verdicts above are kept in {report}; rerun the same command to resume",
               file=sys.stderr)
         return 130
     for name, why in skipped.items():
         rows.append(f"| {name} | – | – | – | – | not run | {why} | |")
         print(rows[-1])
-    write_report(report, args, plans, rows, skipped, alpha, seeds)
+    _write(report, args, plans, rows, skipped, alpha, seeds)
     print("\n" + overall_line(plans, args.optimizer))
     print(f"full report (settings of both sides, per-seed values, cards): {report}")
     if failed:
@@ -282,6 +282,19 @@ def _tuned(p: TaskPlan, args: argparse.Namespace, seeds: list[int]) -> tuple[Tas
         if line.startswith("- "):
             print(f"  {p.task.name}: {line[2:]}", flush=True)
     return judged, folder
+
+
+def _write(report: Path, args: argparse.Namespace, plans: list[TaskPlan], *rest: Any) -> None:
+    """``OUT/report.md``; with --trials it ends with the time-to-target profile over the tasks tuned so far."""
+    from .mine_report import write_report
+
+    tail: list[str] = []
+    results = [p.tune_result for p in plans if p.tune_result is not None]
+    if results:
+        from .mine_tuned import profile_lines
+
+        tail = profile_lines(results, results[0].arms[0].label, report.parent / "figures")
+    write_report(report, args, plans, *rest, tail=tail)
 
 
 def _interrupted(rc: int) -> None:

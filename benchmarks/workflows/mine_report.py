@@ -33,6 +33,8 @@ class TaskPlan:
     result: dict[str, Any] = field(default_factory=dict)
     #: report lines of the tuning (selected points, expected-best curves, time to target) with --trials
     tuning: list[str] = field(default_factory=list)
+    #: with --trials: the TuneResult of this task (for the profile over tasks)
+    tune_result: Any = None
 
 
 SIDES = ("baseline", "mine", "suite")
@@ -171,7 +173,7 @@ def overall_line(plans: Sequence[TaskPlan], optimizer: str) -> str:
 
 
 def write_report(path: Path, args: argparse.Namespace, plans: Sequence[TaskPlan], rows: Sequence[str],
-                 skipped: Mapping[str, str], alpha: float, seeds: Sequence[int]) -> None:
+                 skipped: Mapping[str, str], alpha: float, seeds: Sequence[int], tail: Sequence[str] = ()) -> None:
     from benchmarks.atomic import write_text_atomic
 
     done = [p for p in plans if p.result]
@@ -209,6 +211,7 @@ def write_report(path: Path, args: argparse.Namespace, plans: Sequence[TaskPlan]
     tuned = [line for p in plans for line in p.tuning]
     if tuned:
         lines += [f"## Tuning: each optimizer got {args.trials} trials per task", "", *tuned, ""]
+        lines += list(tail)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, "\n".join(lines) + "\n")
 

@@ -44,6 +44,27 @@ def tuning_config(plan: TaskPlan, space: Any = None) -> tuple[dict[str, Any], li
     return cfg, labels
 
 
+def profile_lines(results: Sequence[Any], baseline: str, out: Path) -> list[str]:
+    """AlgoPerf-style performance profile of median steps to target over the tasks tuned so far."""
+    from benchmarks.analysis import plots
+
+    from .tune_report import profile_over_tasks
+
+    times, profile = profile_over_tasks(results, baseline)
+    if profile.empty:
+        return []
+    lines = ["", "## Performance profile over tasks (median steps to target of the final runs)", "",
+             "rho(tau): share of tasks on which a method's median steps to target is within tau of the fastest "
+             "(AlgoPerf's score; a method that never reaches a task's target counts as infinitely slow there).", "",
+             "| tau | " + " | ".join(map(str, profile.columns)) + " |", "| --- " * (len(profile.columns) + 1) + "|"]
+    for tau, row in profile.iterrows():
+        if tau in (1.0, 1.25, 1.5, 2.0, 4.0) or tau == profile.index[-1]:
+            lines.append(f"| {tau:g} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
+    paths = plots.save(plots.profile_figure(profile, f"Time-to-target profile ({times['task'].nunique()} tasks)",
+                                            "time_to_target_profile"), out, formats=("png",))
+    return lines + [f"- figure: {p}" for p in paths]
+
+
 def run_tuned(plan: TaskPlan, args: argparse.Namespace, seeds: Sequence[int]) -> tuple[TaskPlan, Path, list[str]]:
     """Tune both sides of one task; the plan of the final runs, their folder and the report's lines."""
     from .tune import load_space, run_tuning
@@ -73,7 +94,8 @@ def run_tuned(plan: TaskPlan, args: argparse.Namespace, seeds: Sequence[int]) ->
     tuned = replace(plan, paths=paths)
     if not all(p.is_file() for p in paths):
         tuned = replace(plan, paths=[])
+    plan.tune_result = result
     return tuned, out / "final", lines
 
 
-__all__ = ["TRIAL_SEED", "run_tuned", "tuning_config"]
+__all__ = ["TRIAL_SEED", "profile_lines", "run_tuned", "tuning_config"]
