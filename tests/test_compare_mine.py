@@ -127,7 +127,7 @@ def test_bad_tuning_options_are_config_errors(tmp_path, extra, message):
 
 @pytest.mark.slow
 def test_equal_tuning_budgets_before_the_verdict(tmp_path):
-    battery = write_battery(tmp_path / "battery", {"a": TINY})
+    battery = write_battery(tmp_path / "battery", {"a": TINY}, toy=True)
     space = tmp_path / "space.yaml"
     space.write_text("optimizer.lr: {log_uniform: [1.0e-3, 1.0e-1]}\n")
     res = _cli("compare-mine", "torch.optim:SGD", "--kw", "momentum: 0.9", "--trials", "2", "--space", str(space),
@@ -145,3 +145,5 @@ def test_equal_tuning_budgets_before_the_verdict(tmp_path):
     trials = [json.loads(p.read_text()) for p in (tmp_path / "out" / "a" / "tune" / "trials" / "runs").glob("*/record.json")]
     assert len(trials) == 4 and {r["config"]["train"]["seed"] for r in trials} == {999}
     assert [line for line in res.stdout.splitlines() if line.startswith("| a |")]
+    toy = [line for line in res.stdout.splitlines() if line.startswith("| toy")][0]
+    assert "yours (lr 0.04)" in toy  # the toy is not tuned: without an lr it runs at the toy's own

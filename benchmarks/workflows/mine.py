@@ -311,6 +311,8 @@ def _toy_configs(battery: bat.Battery, args: argparse.Namespace, kwargs: Mapping
     folder = args.out / "configs"
     base = {**cfg["optimizer"], "name": "sgdp"}  # SGDP at the toy's learning rate and momentum (0.04, 0.9)
     mine = {"name": args.optimizer, **per_task.get("toy", kwargs)}
+    if getattr(args, "trials", None) and "lr" not in mine:
+        mine["lr"] = base["lr"]  # the toy is not tuned: with --trials and no lr given, it runs at the toy's lr
     paths = [bat.write_config(folder / "toy-baseline.yaml", bat.with_optimizer(cfg, base), f"{battery.toy}: SGDP"),
              bat.write_config(folder / f"toy-{MINE}.yaml", bat.with_optimizer(cfg, mine),
                               f"{battery.toy} with {args.optimizer}")]
