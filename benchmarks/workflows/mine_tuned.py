@@ -90,6 +90,7 @@ def run_tuned(plan: TaskPlan, args: argparse.Namespace, seeds: Sequence[int]) ->
     lines += report_lines(result, out, baseline=labels[0])
     if result.problems:
         lines += ["", "problems: " + "; ".join(result.problems)]
+    lines.append("")
     paths = [out / "configs" / f"{label}-final.yaml" for label in labels]
     tuned = replace(plan, paths=paths)
     if not all(p.is_file() for p in paths):
