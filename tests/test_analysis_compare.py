@@ -451,13 +451,13 @@ def test_cli_compare_takes_several_folders_and_refuses_a_run_in_two(tmp_path, ca
     ([], {}), (["0.5"], {"*": 0.5}), (["toy2d=0.1", "1"], {"toy2d": 0.1, "*": 1.0}),
 ])
 def test_cli_margins(items, expected):
-    assert commands._margins(items) == expected
+    assert commands.parse_margins(items) == expected
 
 
 @pytest.mark.parametrize("items", [["x"], ["-1"], ["a=1", "a=2"], ["inf"]])
 def test_cli_bad_margins_are_refused(items):
     with pytest.raises(ValueError, match="--margin"):
-        commands._margins(items)
+        commands.parse_margins(items)
 
 
 def test_methods_restrict_the_comparison_and_the_holm_family():

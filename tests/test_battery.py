@@ -210,3 +210,12 @@ def test_cards_markdown_has_one_row_per_task():
     text = sensitivity.cards_markdown({"a": card, "b": card}, "# cards")
     assert text.count("\n| a |") == 1 and text.count("\n| b |") == 1 and "higher is better" in text
     assert not any(math.isnan(v) for v in card["mde"].values())
+
+
+@pytest.mark.parametrize("items, message", [
+    (["zz=1"], "unknown task"), (["a=1", "a=2"], "given twice"), (["a=-1"], "finite number >= 0"),
+])
+def test_compare_mine_margins_are_compares_with_the_battery_tasks(items, message):
+    assert mine._margins(["0.5", "a=1"], ["a", "b"]) == {"*": 0.5, "a": 1.0}
+    with pytest.raises(ConfigError, match=message):
+        mine._margins(items, ["a", "b"])

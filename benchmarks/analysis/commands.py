@@ -11,7 +11,7 @@ import argparse
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
@@ -140,7 +140,8 @@ def _compare_options(p: argparse.ArgumentParser, default_baseline: str = "adamp"
     )
 
 
-def _margins(items: list[str]) -> dict[str, float]:
+def parse_margins(items: Sequence[str]) -> dict[str, float]:
+    """``--margin [TASK=]VALUE`` items -> {task or "*": margin}; ValueError for a bad or repeated one."""
     out: dict[str, float] = {}
     for item in items:
         task, sep, value = str(item).rpartition("=")
@@ -266,7 +267,7 @@ def _settings(args: argparse.Namespace) -> CompareSettings:
         metric=getattr(args, "metric", None),
         mode=getattr(args, "mode", None),
         confidence=confidence,
-        margins=_margins(getattr(args, "margin", [])),
+        margins=parse_margins(getattr(args, "margin", [])),
         min_pairs=min_seeds,
         methods=tuple(m.strip() for m in str(getattr(args, "methods", None) or "").split(",") if m.strip()),
     )

@@ -17,7 +17,6 @@ no verdict. The deterministic 2-D toy is shown beside (values, never a verdict).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -115,19 +114,16 @@ def register(subparsers: Any) -> None:
 
 
 def _margins(items: Sequence[str], tasks: Sequence[str]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for item in items:
-        key, _, value = item.rpartition("=")
-        key = key or "*"
-        if key != "*" and key not in tasks:
-            raise ConfigError(f"--margin {item!r}: unknown task {key!r}; tasks: {', '.join(tasks)}")
-        try:
-            number = float(value)
-        except ValueError:
-            raise ConfigError(f"--margin {item!r}: expected [TASK=]NUMBER") from None
-        if not math.isfinite(number) or number < 0:
-            raise ConfigError(f"--margin {item!r}: the margin must be a finite number >= 0")
-        out[key] = number
+    """``compare``'s --margin parsing, with the battery's task names as the only valid TASK."""
+    from benchmarks.analysis.commands import parse_margins
+
+    try:
+        out = parse_margins(items)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    unknown = sorted(set(out) - set(tasks) - {"*"})
+    if unknown:
+        raise ConfigError(f"--margin: unknown task(s) {', '.join(unknown)}; tasks: {', '.join(tasks)}")
     return out
 
 
